@@ -1,0 +1,136 @@
+"""All knobs, declared once as traitlets in the ``TaskWeaverLab`` config section.
+
+The same section is read by ``jupyter lab``/``jupyter server`` (server extension),
+``jupyter taskweaver`` (CLI), the ``%%taskweaver`` magic and the Python API's
+``config`` dict (ARCHITECTURE A2).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default, validate
+from traitlets.config import Config, Configurable
+from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader, ConfigFileNotFound
+
+from .steps import TaskWeaverLabError
+
+# Env names scrubbed from every kernel we start or bootstrap (secrets stay in the server).
+DEFAULT_SCRUB_ENV = [
+    "OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_KEY", "ANTHROPIC_API_KEY",
+    "OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "JUPYTER_TOKEN", "JPY_API_TOKEN", "TASKWEAVER_LAB_*",
+]
+
+
+class TaskWeaverLab(Configurable):
+    """Configuration of taskweaver_lab (``c.TaskWeaverLab.<name> = ...``)."""
+
+    # --- LLM endpoint and models (A2) ---
+    base_url = Unicode(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8013/v1. Env: OPENAI_BASE_URL.").tag(config=True)
+    api_key = Unicode(help="API key for base_url. Env: OPENAI_API_KEY. Never sent to kernels or browsers.").tag(config=True)
+    model = Unicode("gpt-4o-mini", help="Model name for every role unless a role overrides it.").tag(config=True)
+    planner_model = Unicode("", help="Model name of the Planner (default: model).").tag(config=True)
+    code_generator_model = Unicode("", help="Model name of the Code Generator (default: model).").tag(config=True)
+    response_format = Enum(
+        ["auto", "json_schema", "json_object", "text"], "auto",
+        help="How to ask for structured replies; 'auto' tries json_schema, then json_object, then text.",
+    ).tag(config=True)
+    stream = Bool(True, help="Stream LLM replies (live text in the UI).").tag(config=True)
+    llm_timeout = Float(120.0, help="Seconds before one LLM request times out.").tag(config=True)
+    llm_retries = Int(3, help="Retries (with backoff) on 429, 5xx and timeouts.").tag(config=True)
+    temperature = Float(0.0, help="Sampling temperature for both roles.").tag(config=True)
+    llm_cassette = Unicode("", help="Path of a record/replay file of LLM replies (reproducible notebooks).").tag(config=True)
+    llm_cassette_mode = Enum(["off", "record", "replay"], "off", help="Cassette mode.").tag(config=True)
+
+    # --- The loop ---
+    max_attempts = Int(3, help="Code attempts per plan step (verification rejections and errors).").tag(config=True)
+    max_llm_calls_per_round = Int(20, help="Hard cap on LLM calls in one user round.").tag(config=True)
+    execution_timeout = Float(600.0, help="Seconds one generated cell may run before it is interrupted.").tag(config=True)
+    summary_chars = Int(1500, help="Bound on the execution summary the LLM sees, in characters.").tag(config=True)
+    approval = Enum(["auto", "approve"], "auto", help="Run verified code automatically or ask first.").tag(config=True)
+
+    # --- Plugins and examples ---
+    plugin_dirs = List(Unicode(), help="Extra folders of TaskWeaver-format plugins (YAML + .py).").tag(config=True)
+    load_builtin_plugins = Bool(True, help="Load the built-in plugins (sql_pull_data, anomaly_detection).").tag(config=True)
+    max_plugins_in_prompt = Int(5, help="Above this many plugins, only the most relevant go into the prompt.").tag(config=True)
+    example_dirs = List(Unicode(), help="Folders of TaskWeaver example YAMLs (planner and code generator).").tag(config=True)
+    plugin_only = Bool(False, help="Only plugin calls and plain assignments are allowed in generated code.").tag(config=True)
+
+    # --- Security ---
+    allowed_modules = List(Unicode(), help="Importable modules (empty: the built-in allowlist).").tag(config=True)
+    blocked_functions = List(Unicode(), help="Extra function names generated code may not use.").tag(config=True)
+    guard = Bool(True, help="Install the runtime audit-hook guard in the kernel.").tag(config=True)
+    scrub_env = List(Unicode(), DEFAULT_SCRUB_ENV, help="Env names (fnmatch patterns) removed from kernels.").tag(config=True)
+    sandbox = Enum(["none", "landlock"], "none", help="Run agent kernels under an OS sandbox.").tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self) -> str:
+        return os.environ.get("OPENAI_BASE_URL", "")
+
+    @default("api_key")
+    def _default_api_key(self) -> str:
+        return os.environ.get("OPENAI_API_KEY", "")
+
+    @validate("max_attempts", "max_llm_calls_per_round")
+    def _positive(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TaskWeaverLabError(f"TaskWeaverLab.{proposal['trait'].name} must be at least 1, got {proposal['value']}.")
+        return proposal["value"]
+
+    def model_for(self, role: str) -> str:
+        return {"planner": self.planner_model, "code_generator": self.code_generator_model}.get(role) or self.model
+
+    def check_endpoint(self) -> None:
+        """Raise the first-run message when no LLM endpoint is configured."""
+        if not self.base_url and not self.api_key:
+            raise TaskWeaverLabError(NO_ENDPOINT_HELP)
+
+
+NO_ENDPOINT_HELP = (
+    "No LLM endpoint is configured. Set OPENAI_BASE_URL (and OPENAI_API_KEY if it needs one), or "
+    "c.TaskWeaverLab.base_url / api_key in jupyter_server_config.py, or --TaskWeaverLab.base_url=... on the "
+    "command line. For a local model: ../shared/tools/local-llm.sh start, then base_url=http://127.0.0.1:8013/v1 "
+    "and model=local-coder."
+)
+
+CONFIG_FILE_NAMES = ("jupyter_taskweaver_config", "jupyter_server_config")
+
+
+def load_config_files(extra_dirs: list[str] | None = None) -> Config:
+    """Read the TaskWeaverLab section from the usual Jupyter config files (lowest priority first)."""
+    from jupyter_core.paths import jupyter_config_path
+
+    merged = Config()
+    dirs = list(reversed(jupyter_config_path())) + list(extra_dirs or []) + [os.getcwd()]
+    for directory in dirs:
+        for name in CONFIG_FILE_NAMES:
+            for loader_cls, ext in ((JSONFileConfigLoader, ".json"), (PyFileConfigLoader, ".py")):
+                if not (Path(directory) / (name + ext)).is_file():
+                    continue
+                try:
+                    merged.merge(loader_cls(name + ext, path=directory).load_config())
+                except ConfigFileNotFound:
+                    continue
+                except Exception as exc:  # a broken user config file must say where it is
+                    raise TaskWeaverLabError(f"Cannot read {Path(directory) / (name + ext)}: {exc}") from exc
+    section = Config()
+    if "TaskWeaverLab" in merged:
+        section.TaskWeaverLab = merged.TaskWeaverLab
+    return section
+
+
+def make_config(overrides: dict[str, Any] | None = None, base: Config | None = None) -> TaskWeaverLab:
+    """Build the config from files (or ``base``) plus a plain dict of overrides, validating names."""
+    config = Config(base) if base is not None else load_config_files()
+    known = set(TaskWeaverLab.class_trait_names(config=True))
+    for name, value in (overrides or {}).items():
+        if name not in known:
+            raise TaskWeaverLabError(f"Unknown TaskWeaverLab setting {name!r}. Known: {', '.join(sorted(known))}.")
+        config.TaskWeaverLab[name] = value
+    try:
+        return TaskWeaverLab(config=config)
+    except TaskWeaverLabError:
+        raise
+    except Exception as exc:  # traitlets' TraitError: name the setting and the bad value
+        raise TaskWeaverLabError(f"Bad TaskWeaverLab setting: {exc}") from exc
