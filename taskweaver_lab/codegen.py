@@ -1,0 +1,65 @@
+"""The Code Generator: reply parsing (ARCHITECTURE A1, both forms) and one drafting call."""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Callable, Sequence
+
+from .llm import LLM, Reply
+from .prompts import code_messages
+from .replies import ReplyParseError, ask_parsed, extract_json_object, strip_think
+from .steps import Draft, Plan
+
+_CODE_BLOCK = re.compile(r"```[ \t]*(python|py|ipython|python3)?[ \t]*\n(.*?)(```|\Z)", re.S | re.I)
+
+
+def _looks_like_json_reply(text: str) -> bool:
+    return bool(re.match(r"^(```(json)?\s*)?\{", text.strip(), re.I)) and "reply_content" in text
+
+
+def _from_json(text: str) -> tuple[str, str, str]:
+    data = extract_json_object(text)
+    reply_type = str(data.get("reply_type") or "python").lower()
+    content = data.get("reply_content")
+    if not isinstance(content, str):
+        raise ReplyParseError('"reply_content" must be a string')
+    return str(data.get("thought") or ""), content, "text" if reply_type == "text" else "python"
+
+
+def _from_markdown(text: str) -> tuple[str, str, str]:
+    blocks = list(_CODE_BLOCK.finditer(text))
+    python_blocks = [m for m in blocks if m.group(1)] or blocks
+    if not python_blocks:
+        return text.strip(), "", "text"
+    if python_blocks[-1].group(3) != "```":
+        raise ReplyParseError("the code block is not closed (was the reply cut off?)")
+    # Small models sometimes split one program over several blocks: run them in order.
+    code = "\n\n".join(m.group(2).strip("\n") for m in python_blocks)
+    thought = _CODE_BLOCK.sub("", text).strip()
+    return thought, code, "python"
+
+
+def parse_draft(text: str, attempt: int = 1, step: int = 1, round_number: int = 0) -> Draft:
+    """JSON ``{"thought", "reply_type", "reply_content"}`` or Markdown prose + a python block."""
+    body = strip_think(text)
+    thought, content, reply_type = _from_json(body) if _looks_like_json_reply(body) else _from_markdown(body)
+    if reply_type == "python" and not content.strip():
+        raise ReplyParseError("the python reply has no code")
+    if reply_type == "text":
+        return Draft(thought=content or thought, code="", reply_type="text", attempt=attempt, step=step, round=round_number)
+    return Draft(thought=thought, code=content.strip("\n"), attempt=attempt, step=step, round=round_number)
+
+
+class CodeGenerator:
+    def __init__(self, llm: LLM, plugins_text: Callable[[str], str], examples: Callable[[str], Sequence[Any]]) -> None:
+        # Plugins and examples are chosen per request (only the relevant ones reach the prompt).
+        self.llm, self.plugins_text, self.examples = llm, plugins_text, examples
+
+    def write(self, task: Plan, request: str, variables: str, feedback: Sequence[tuple[Draft, str]],
+              attempt: int, record: Callable[[Reply], None], on_delta: Callable[[str], None] | None = None,
+              cancel: threading.Event | None = None) -> Draft:
+        query = f"{request}\n{task.message}"
+        messages = code_messages(task, request, variables, self.plugins_text(query), feedback, self.examples(query))
+        return ask_parsed(self.llm, "code_generator", messages,
+                          lambda text: parse_draft(text, attempt, task.current_step, task.round),
+                          "one short sentence and one complete ```python block", record, None, on_delta, cancel)

@@ -1,0 +1,248 @@
+"""The Executor: runs verified code in a real Jupyter kernel and turns what happened into an ``Execution``.
+
+Outputs become nbformat outputs (``nbformat.v4.output_from_msg``) for the notebook; the LLM sees only
+a bounded ``summary`` built from them plus the kernel helper's report (see ``kernel_helper.py``).
+"""
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import os
+import queue
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from nbformat.v4 import output_from_msg
+
+from . import kernel_helper
+from .steps import Execution, TaskWeaverLabError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+HELPER_EXPR = f"__import__('sys').modules['{kernel_helper.MODULE_NAME}'].report(%d)"
+
+
+class Executor(Protocol):
+    user_names: frozenset[str]
+    variables: str
+
+    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution: ...
+    def interrupt(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def private_module_code(module_name: str, source: str, call: str) -> str:
+    """Code that loads ``source`` as a private module inside the kernel and runs ``call`` on it."""
+    return (
+        "def _twl_boot():\n"
+        "    import sys, types\n"
+        f"    m = sys.modules.get({module_name!r})\n"
+        "    if m is None:\n"
+        f"        m = types.ModuleType({module_name!r})\n"
+        f"        exec(compile({source!r}, {('<' + module_name + '>')!r}, 'exec'), m.__dict__)\n"
+        f"        sys.modules[{module_name!r}] = m\n"
+        f"    m.{call}\n"
+        "_twl_boot()\n"
+        "del _twl_boot\n"
+    )
+
+
+def helper_bootstrap(workspace: str, plugin_names: tuple[str, ...]) -> str:
+    source = Path(kernel_helper.__file__).read_text()
+    return private_module_code(kernel_helper.MODULE_NAME, source, f"install({workspace!r}, {list(plugin_names)!r})")
+
+
+def merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: list[dict[str, Any]] = []
+    for out in outputs:
+        last = merged[-1] if merged else None
+        if last and out["output_type"] == "stream" and last["output_type"] == "stream" and last["name"] == out["name"]:
+            last["text"] += out["text"]
+        else:
+            merged.append(out)
+    return merged
+
+
+def _head_tail(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 2 // 3], text[-limit // 3:]
+    return f"{head}\n...[{len(text) - len(head) - len(tail)} chars cut]...\n{tail}"
+
+
+def error_text(output: dict[str, Any]) -> str:
+    """The frame in the generated cell plus the exception: what a coder needs, not library internals."""
+    frames = [_ANSI.sub("", line) for line in output.get("traceback", [])]
+    own = [f for f in frames if f.lstrip().startswith(("Cell In", "File <"))][:1]
+    last = f"{output['ename']}: {output['evalue']}"
+    return "\n".join(_head_tail(f, 600) for f in own + [last])
+
+
+def summarize(outputs: list[dict[str, Any]], report: dict[str, Any], limit: int) -> str:
+    """The bounded text the LLM sees; its size does not grow with the data."""
+    parts: list[str] = []
+    streams = "".join(o["text"] for o in outputs if o["output_type"] == "stream")
+    if streams.strip():
+        parts.append("[output]\n" + _head_tail(streams.rstrip(), limit // 2))
+    if report.get("result"):
+        parts.append("[result]\n" + report["result"])
+    figures = sum(1 for o in outputs if o["output_type"] == "display_data" and "image/png" in o.get("data", {}))
+    if figures:
+        parts.append(f"[{figures} figure(s) displayed]")
+    for o in outputs:
+        if o["output_type"] == "error":
+            parts.append("[error]\n" + _head_tail(error_text(o), limit // 2))
+    if report.get("changed"):
+        variables = report.get("variables", {})
+        parts.append("[variables set] " + "; ".join(f"{n}: {variables.get(n, '?')}" for n in report["changed"]))
+    if report.get("artifacts"):
+        parts.append("[files written] " + ", ".join(report["artifacts"]))
+    return _head_tail("\n".join(parts) or "(no output)", limit)
+
+
+class KernelExecutor:
+    """Executes on one kernel through a dedicated blocking client (one execution at a time)."""
+
+    def __init__(self, client: Any, workspace: str, interrupt: Callable[[], None],
+                 is_alive: Callable[[], bool] = lambda: True, summary_chars: int = 1500,
+                 redact: Callable[[str], str] = lambda text: text, on_close: Callable[[], None] | None = None) -> None:
+        self.client, self.workspace, self._interrupt, self._is_alive = client, workspace, interrupt, is_alive
+        self.summary_chars, self.redact, self._on_close = summary_chars, redact, on_close
+        self.user_names: frozenset[str] = frozenset()
+        self.variables = ""
+        self.setup_messages: list[str] = []
+        self._lock = threading.Lock()
+        self._interrupted = threading.Event()
+
+    def bootstrap(self, code: str, what: str) -> None:
+        """Run setup code silently once (helper, guard, plugins); a failure is a clear error."""
+        reply, outputs, _ = self._run(code, agent=False, timeout=60, silent=True)
+        errors = [o for o in outputs if o["output_type"] == "error"]
+        if reply.get("status") != "ok" or errors:
+            detail = errors[0]["evalue"] if errors else reply.get("evalue", "unknown error")
+            raise TaskWeaverLabError(f"Could not set up {what} in the kernel: {detail}")
+        printed = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream").strip()
+        # e.g. a plugin that failed to load inside the kernel: the session reports it and goes on
+        self.setup_messages.extend(printed.splitlines())
+
+    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
+        started = time.monotonic()
+        self._interrupted.clear()
+        expressions = {"twl": HELPER_EXPR % self.summary_chars} if agent else {}
+        reply, outputs, timed_out = self._run(code, agent, timeout, user_expressions=expressions)
+        outputs = [self._redact_output(o) for o in merge_streams(outputs)]
+        report = self._read_report(reply)
+        self.user_names = frozenset(report.get("user_names", ()))
+        self.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
+        interrupted = timed_out or self._interrupted.is_set()
+        summary = summarize(outputs, report, self.summary_chars)
+        if timed_out:
+            summary += f"\n[interrupted: the cell ran longer than {timeout:.0f} s]"
+        error = next((f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error"), "")
+        return Execution(
+            ok=reply.get("status") == "ok" and not error, code=code, outputs=tuple(outputs),
+            summary=self.redact(summary), error=self.redact(error), artifacts=tuple(report.get("artifacts", ())),
+            execution_count=reply.get("execution_count"), duration_s=time.monotonic() - started, interrupted=interrupted,
+        )
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+        self._interrupt()
+
+    def close(self) -> None:
+        try:
+            self.client.stop_channels()
+        finally:
+            if self._on_close:
+                self._on_close()
+
+    def _redact_output(self, output: dict[str, Any]) -> dict[str, Any]:
+        if output["output_type"] == "stream":
+            output["text"] = self.redact(output["text"])
+        elif "data" in output and "text/plain" in output["data"]:
+            output["data"]["text/plain"] = self.redact(output["data"]["text/plain"])
+        elif output["output_type"] == "error":
+            output["evalue"] = self.redact(output["evalue"])
+            output["traceback"] = [self.redact(line) for line in output["traceback"]]
+        return output
+
+    @staticmethod
+    def _read_report(reply: dict[str, Any]) -> dict[str, Any]:
+        value = (reply.get("user_expressions") or {}).get("twl") or {}
+        if value.get("status") != "ok":
+            return {}
+        try:
+            return json.loads(ast.literal_eval(value["data"]["text/plain"]))  # the repr of a JSON str
+        except (ValueError, SyntaxError, KeyError):
+            return {}
+
+    def _run(self, code: str, agent: bool, timeout: float | None, silent: bool = False,
+             user_expressions: dict[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        with self._lock:
+            content = {"code": code, "silent": silent, "store_history": not silent, "allow_stdin": False,
+                       "user_expressions": user_expressions or {}, "stop_on_error": True}
+            msg = self.client.session.msg("execute_request", content, metadata={"taskweaver_lab": {"agent": agent}})
+            self.client.shell_channel.send(msg)
+            outputs, timed_out = self._collect(msg["header"]["msg_id"], timeout)
+            return self._shell_reply(msg["header"]["msg_id"]), outputs, timed_out
+
+    def _collect(self, msg_id: str, timeout: float | None) -> tuple[list[dict[str, Any]], bool]:
+        outputs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout if timeout else None
+        timed_out = False
+        while True:
+            try:
+                msg = self.client.get_iopub_msg(timeout=0.25)
+            except queue.Empty:
+                if not self._is_alive():
+                    raise TaskWeaverLabError("The kernel died while running the code. Restart the kernel and ask again.")
+                if deadline and time.monotonic() > deadline and not timed_out:
+                    timed_out = True  # interrupt once, then wait for the kernel to report the KeyboardInterrupt
+                    self._interrupt()
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue  # the user's own cells share this kernel's iopub
+            kind = msg["msg_type"]
+            if kind == "status" and msg["content"]["execution_state"] == "idle":
+                return outputs, timed_out
+            if kind in ("stream", "display_data", "execute_result", "error"):
+                outputs.append(output_from_msg(msg))
+            elif kind == "clear_output":
+                outputs.clear()
+
+    def _shell_reply(self, msg_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_shell_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+        raise TaskWeaverLabError("The kernel did not answer the execute request. Is it still running?")
+
+
+def scrubbed_environment(patterns: list[str]) -> dict[str, str]:
+    """The server's environment minus secrets (LLM keys stay in the server process)."""
+    return {k: v for k, v in os.environ.items() if not any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+
+
+def start_kernel(workspace: str, scrub_patterns: list[str], summary_chars: int = 1500,
+                 redact: Callable[[str], str] = lambda text: text, kernel_name: str = "python3") -> KernelExecutor:
+    """A fresh kernel whose working directory is ``workspace`` (CLI, Python API)."""
+    from jupyter_client.manager import KernelManager
+
+    manager = KernelManager(kernel_name=kernel_name)
+    try:
+        manager.start_kernel(cwd=workspace, env=scrubbed_environment(scrub_patterns))
+        client = manager.blocking_client()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+    except Exception as exc:
+        manager.shutdown_kernel(now=True) if manager.has_kernel else None
+        raise TaskWeaverLabError(f"Could not start a {kernel_name} kernel in {workspace}: {exc}") from exc
+    return KernelExecutor(client, workspace, manager.interrupt_kernel, manager.is_alive, summary_chars, redact,
+                          on_close=lambda: manager.shutdown_kernel(now=True))

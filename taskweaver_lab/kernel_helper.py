@@ -1,0 +1,136 @@
+"""Kernel-side bookkeeping, shipped as SOURCE into the user's kernel (stdlib only, self-contained).
+
+It runs as the private module ``_taskweaver_lab_kernel`` (never in the user's namespace) and:
+- recognises agent cells by the execute_request metadata ``{"taskweaver_lab": {"agent": true}}``;
+- snapshots the namespace and the workspace's files before an agent cell;
+- afterwards, ``report()`` returns a bounded JSON summary: the cell's result, the variables it
+  created or changed, every variable's one-line description, the names the user (not the agent)
+  owns, and the files it created or changed. Its size does not grow with the data.
+"""
+import json
+import os
+
+MODULE_NAME = "_taskweaver_lab_kernel"
+_IGNORED = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+_state = {"agent_names": set(), "plugin_names": set(), "ids": {}, "files": {}, "count": None,
+          "workspace": ".", "agent_cell": False}
+
+
+def _ip():
+    from IPython import get_ipython
+    return get_ipython()
+
+
+def is_agent_cell():
+    ip = _ip()
+    kernel = getattr(ip, "kernel", None)
+    parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else {}
+    meta = (parent or {}).get("metadata") or {}
+    return bool((meta.get("taskweaver_lab") or {}).get("agent")) or _state.get("force_agent", False)
+
+
+def _public_names(ns):
+    import types
+    return [n for n, v in ns.items() if not n.startswith("_") and n not in _IGNORED
+            and not isinstance(v, types.ModuleType) and n not in _state["plugin_names"]]
+
+
+def _file_times(workspace, limit=5000):
+    times = {}
+    try:
+        with os.scandir(workspace) as entries:
+            for i, entry in enumerate(entries):
+                if i >= limit:
+                    break
+                if entry.is_file(follow_symlinks=False):
+                    times[entry.name] = entry.stat().st_mtime_ns
+    except OSError:
+        pass
+    return times
+
+
+def _pre_run_cell(info=None):
+    _state["agent_cell"] = is_agent_cell()
+    if not _state["agent_cell"]:
+        return
+    ns = _ip().user_ns
+    _state["ids"] = {n: id(ns[n]) for n in _public_names(ns)}
+    _state["files"] = _file_times(_state["workspace"])
+    _state["count"] = _ip().execution_count
+
+
+def _post_run_cell(result=None):
+    if not _state["agent_cell"]:
+        return
+    ns = _ip().user_ns
+    _state["agent_names"].update(n for n in _public_names(ns) if _state["ids"].get(n) != id(ns[n]))
+
+
+def install(workspace, plugin_names=()):
+    """Idempotent: hooks register once per kernel."""
+    _state["workspace"] = workspace
+    _state["plugin_names"] = set(plugin_names)
+    ip = _ip()
+    if not _state.get("installed") and ip is not None:
+        ip.events.register("pre_run_cell", _pre_run_cell)
+        ip.events.register("post_run_cell", _post_run_cell)
+        _state["installed"] = True
+
+
+def _cut(text, limit):
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + " ...[%d more chars]" % (len(text) - limit)
+
+
+def describe(value, limit=160):
+    """One line per value; for containers shape and types, never the data."""
+    kind = type(value).__name__
+    if hasattr(value, "dtypes") and hasattr(value, "shape") and hasattr(value, "columns"):
+        cols = ", ".join("%s: %s" % (c, t) for c, t in list(value.dtypes.items())[:20])
+        more = " +%d more columns" % (len(value.columns) - 20) if len(value.columns) > 20 else ""
+        return "%s %dx%d [%s%s]" % (kind, value.shape[0], value.shape[1], _cut(cols, 600), more)
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        name = getattr(value, "name", None)
+        return "%s shape=%s dtype=%s%s" % (kind, tuple(value.shape), value.dtype, " name=%r" % name if name is not None else "")
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return "%s len=%d" % (kind, len(value))
+    if isinstance(value, (int, float, complex, bool, str, bytes)) or value is None:
+        return _cut(repr(value), limit)
+    if callable(value):
+        return "%s %s()" % (kind, getattr(value, "__name__", ""))
+    return kind
+
+
+def _result_text(value, limit):
+    if value is None:
+        return ""
+    head = describe(value)
+    if hasattr(value, "head") and hasattr(value, "shape"):
+        try:
+            return head + "\n" + _cut(value.head(5).to_string(max_cols=12, max_colwidth=40), limit)
+        except Exception:
+            return head
+    return _cut(repr(value), limit)
+
+
+def report(max_chars=1500):
+    """JSON: result, changed, variables, user_names, artifacts (all bounded)."""
+    ip = _ip()
+    ns = ip.user_ns
+    count = _state["count"]
+    result = ns.get("Out", {}).get(count) if count is not None else None
+    names = _public_names(ns)
+    changed = [n for n in names if _state["ids"].get(n) != id(ns[n])]
+    ordered = changed + [n for n in names if n not in changed]
+    variables = {n: describe(ns[n], 120) for n in ordered[:25]}
+    before = _state["files"]
+    after = _file_times(_state["workspace"])
+    artifacts = sorted(n for n, t in after.items() if before.get(n) != t)[:20]
+    return json.dumps({
+        "result": _result_text(result, max_chars // 2),
+        "changed": changed[:25],
+        "variables": variables,
+        "more_variables": max(0, len(names) - 25),
+        "user_names": sorted(n for n in names if n not in _state["agent_names"]),
+        "artifacts": artifacts,
+    })

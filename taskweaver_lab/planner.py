@@ -1,0 +1,87 @@
+"""The Planner: reply parsing (ARCHITECTURE A1, tolerant) and one planning call."""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Callable, Sequence
+
+from .llm import LLM, Reply
+from .prompts import planner_messages
+from .replies import ReplyParseError, ask_parsed, extract_json_object
+from .steps import Plan, Step
+
+STOPS = ("InProcess", "Completed", "Clarification", "AdditionalInformation", "SecurityRisks", "TaskFailure")
+
+PLAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "init_plan": {"type": "array", "items": {"type": "string"}},
+        "plan": {"type": "array", "items": {"type": "string"}},
+        "current_plan_step": {"type": "integer"},
+        "send_to": {"type": "string", "enum": ["CodeInterpreter", "User"]},
+        "message": {"type": "string"},
+        "stop": {"type": "string", "enum": list(STOPS)},
+    },
+    "required": ["init_plan", "plan", "current_plan_step", "send_to", "message", "stop"],
+}
+
+
+def _as_steps(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    if isinstance(value, str):
+        lines = (re.sub(r"^\s*(\d+[.)]|[-*])\s*", "", line).strip() for line in value.splitlines())
+        return tuple(line for line in lines if line)
+    return ()
+
+
+def _step_number(value: Any, plan: Sequence[str]) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(1, value)
+    text = str(value or "").strip()
+    match = re.match(r"\D*?(\d+)", text)
+    if match:
+        return max(1, int(match.group(1)))
+    for index, step in enumerate(plan, 1):
+        if text and (text in step or step in text):
+            return index
+    return 1
+
+
+def _send_to(value: Any) -> str:
+    name = re.sub(r"[\s_-]", "", str(value or "")).lower()
+    if name in ("codeinterpreter", "coder", "codegenerator"):
+        return "CodeInterpreter"
+    if name == "user":
+        return "User"
+    raise ReplyParseError(f'"send_to" must be "CodeInterpreter" or "User", got {value!r}')
+
+
+def parse_plan(text: str, round_number: int = 0) -> Plan:
+    """Normalize any A1 Planner reply form into a ``Plan``."""
+    data = extract_json_object(text)
+    message = data.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise ReplyParseError('the reply has no "message" string')
+    send_to = _send_to(data.get("send_to"))
+    plan = _as_steps(data.get("plan")) or _as_steps(data.get("init_plan")) or (message.strip(),)
+    stop = str(data.get("stop") or "")
+    if stop not in STOPS:
+        stop = "InProcess" if send_to == "CodeInterpreter" else "Completed"
+    return Plan(
+        message=message.strip(), send_to=send_to, plan=plan, init_plan=_as_steps(data.get("init_plan")) or plan,
+        current_step=_step_number(data.get("current_plan_step"), plan), stop=stop,  # type: ignore[arg-type]
+        reasoning=str(data.get("plan_reasoning") or ""), round=round_number,
+    )
+
+
+class Planner:
+    def __init__(self, llm: LLM, capabilities: str = "", examples: Sequence[Any] = ()) -> None:
+        self.llm, self.capabilities, self.examples = llm, capabilities, examples
+
+    def next(self, history: Sequence[Step], round_number: int, record: Callable[[Reply], None],
+             on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> Plan:
+        """One Planner decision (ReAct: it sees every execution report in ``history``)."""
+        messages = planner_messages(history, self.capabilities, self.examples)
+        return ask_parsed(self.llm, "planner", messages, lambda text: parse_plan(text, round_number),
+                          "one JSON object", record, PLAN_SCHEMA, on_delta, cancel)

@@ -1,0 +1,116 @@
+"""Prompt assembly. Templates are data (``prompts/*.md``).
+
+Cache-stable by construction: every role's messages start with its static template,
+then session-stable parts (plugins, examples), then the conversation. Nothing volatile
+(timestamps, ids) goes in, so a provider's prompt cache hits on the prefix.
+Data shown to the LLM is wrapped in ``<data>`` blocks (spotlighting) and bounded.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from .steps import Answer, Draft, Execution, Plan, Step, UserMessage
+
+Messages = list[dict[str, str]]
+TEMPLATES = Path(__file__).parent / "prompts"
+# Older rounds shrink to "question -> answer" so long sessions stay cheap.
+FULL_ROUNDS = 3
+
+
+@lru_cache(maxsize=None)
+def template(name: str) -> str:
+    return (TEMPLATES / f"{name}.md").read_text().strip()
+
+
+def data_block(text: str) -> str:
+    """Mark untrusted text as data (prompt-injection defence); neutralize a forged closing tag."""
+    return "<data>\n" + text.replace("</data>", "<\\/data>") + "\n</data>"
+
+
+def plan_json(plan: Plan) -> str:
+    """The compact JSON form of a plan, as the Planner is asked to write it."""
+    return json.dumps({
+        "init_plan": list(plan.init_plan), "plan": list(plan.plan), "current_plan_step": plan.current_step,
+        "send_to": plan.send_to, "message": plan.message, "stop": plan.stop,
+    }, ensure_ascii=False)
+
+
+def execution_report(execution: Execution) -> str:
+    status = "ok" if execution.ok else ("interrupted" if execution.interrupted else "failed")
+    return f"CodeInterpreter (step {execution.step}, {status}):\n{data_block(execution.summary)}"
+
+
+def planner_messages(history: Sequence[Step], capabilities: str, examples: Sequence[Any] = ()) -> Messages:
+    system = template("planner")
+    if capabilities:
+        system += "\n\nThe CodeInterpreter can also call these functions:\n" + capabilities
+    messages: Messages = [{"role": "system", "content": system}]
+    for example in examples:
+        messages.append({"role": "system", "content": "Example conversation:\n" + render_example(example)})
+    rounds = split_rounds(history)
+    for index, steps in enumerate(rounds):
+        compact = index < len(rounds) - FULL_ROUNDS
+        messages.extend(_round_messages(steps, compact))
+    return messages
+
+
+def split_rounds(history: Sequence[Step]) -> list[list[Step]]:
+    """Group steps by round; a round that ended with a question continues in the next round's list."""
+    rounds: list[list[Step]] = []
+    for step in history:
+        if isinstance(step, UserMessage) or not rounds:
+            rounds.append([])
+        rounds[-1].append(step)
+    return rounds
+
+
+def _round_messages(steps: Sequence[Step], compact: bool) -> Messages:
+    out: Messages = []
+    for step in steps:
+        if isinstance(step, UserMessage):
+            out.append({"role": "user", "content": f"User: {step.text}"})
+        elif isinstance(step, Plan) and not (compact and step.send_to != "User"):
+            out.append({"role": "assistant", "content": plan_json(step)})
+        elif isinstance(step, Execution) and not compact:
+            out.append({"role": "user", "content": execution_report(step)})
+    return out
+
+
+def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
+                  feedback: Sequence[tuple[Draft, str]] = (), examples: Sequence[Any] = ()) -> Messages:
+    """Messages for one Code Generator attempt; ``feedback`` holds earlier drafts and what went wrong."""
+    system = template("code_generator")
+    if plugins_text:
+        system += "\n\nThese functions are already defined in the kernel (call them, never import them):\n" + plugins_text
+    messages: Messages = [{"role": "system", "content": system}]
+    for example in examples:
+        messages.append({"role": "system", "content": "Example:\n" + render_example(example)})
+    context = f"Kernel variables: {variables or 'none yet'}\nUser request: {request}\nTask: {task.message}"
+    messages.append({"role": "user", "content": context})
+    for draft, problem in feedback:
+        messages.append({"role": "assistant", "content": f"```python\n{draft.code}\n```"})
+        messages.append({"role": "user", "content": f"That code did not work:\n{data_block(problem)}\n"
+                                                    "Reply with the whole corrected code."})
+    return messages
+
+
+def corrective_message(error: str, form: str) -> dict[str, str]:
+    """The one re-ask after a malformed reply; quotes the parse error."""
+    return {"role": "user", "content": f"Your reply could not be used: {error}. Reply again with {form} only."}
+
+
+def render_example(example: Any) -> str:
+    """An ``examples.Example`` as compact turns: 'User: ...', 'Planner: {...}', 'Code: ...', 'Result: ...'."""
+    names = {"user": "User", "planner": "Planner", "code": "Code", "result": "Result"}
+    return "\n".join(f"{names.get(t.role, t.role)}: {t.text}" for t in example.turns)
+
+
+def final_answer_text(history: Sequence[Step]) -> str:
+    """The last answer given, for compact summaries and resumed sessions."""
+    for step in reversed(history):
+        if isinstance(step, Answer):
+            return step.text
+    return ""
