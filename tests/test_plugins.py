@@ -291,3 +291,18 @@ def test_taskweaver_plugin_artifacts_and_logs(kernel: tuple[Kernel, set[str], st
 
 def test_builtin_dir_is_the_repository_plugins_folder() -> None:
     assert builtin_plugins_dir() == REPO / "plugins"
+
+
+def test_rebootstrap_replaces_the_plugin_set(workspace: Path) -> None:
+    specs, _ = load_plugins([str(TW_PLUGINS)])
+    k = Kernel(workspace)
+    try:
+        before = k.names()
+        assert k.run(kernel_bootstrap_code(specs, str(workspace)))[2] == ""
+        only_shout = [s for s in specs if s.name == "shout"]
+        out, _, err = k.run(kernel_bootstrap_code(only_shout, str(workspace)))
+        assert (out, err) == ("", "")
+        assert k.names() - before == {"shout"}
+        assert k.run('print(shout("again"))')[0].strip() == "AGAIN"
+    finally:
+        k.close()
