@@ -82,6 +82,8 @@ class LLM:
         self._format = "json_schema" if config.response_format == "auto" else config.response_format
         self._client: openai.OpenAI | None = None
         self._stream_usage = True  # some servers reject stream_options; remembered per session
+        # Called before every request (the round's call cap and Stop); set per round by the session.
+        self.gate: Callable[[], None] | None = None
         self.cassette = Cassette(config.llm_cassette, config.llm_cassette_mode) if config.llm_cassette_mode != "off" else None
 
     @property
@@ -99,6 +101,8 @@ class LLM:
         on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
     ) -> Reply:
         """One logical call (retries included). ``schema`` asks for JSON where supported."""
+        if self.gate is not None:
+            self.gate()
         model = self.config.model_for(role)
         if self.cassette and self.config.llm_cassette_mode == "replay":
             text = self.cassette.lookup(role, messages)

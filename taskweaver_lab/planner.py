@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 from .llm import LLM, Reply
 from .prompts import planner_messages
 from .replies import ReplyParseError, ask_parsed, extract_json_object
-from .steps import Plan, Step
+from .steps import Plan, Step, UserMessage
 
 STOPS = ("InProcess", "Completed", "Clarification", "AdditionalInformation", "SecurityRisks", "TaskFailure")
 
@@ -76,12 +76,14 @@ def parse_plan(text: str, round_number: int = 0) -> Plan:
 
 
 class Planner:
-    def __init__(self, llm: LLM, capabilities: str = "", examples: Sequence[Any] = ()) -> None:
+    def __init__(self, llm: LLM, capabilities: Callable[[str], str], examples: Callable[[str], Sequence[Any]]) -> None:
+        # Plugin signatures and examples are chosen per request (only relevant ones reach the prompt).
         self.llm, self.capabilities, self.examples = llm, capabilities, examples
 
     def next(self, history: Sequence[Step], round_number: int, record: Callable[[Reply], None],
              on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> Plan:
         """One Planner decision (ReAct: it sees every execution report in ``history``)."""
-        messages = planner_messages(history, self.capabilities, self.examples)
+        query = next((s.text for s in reversed(history) if isinstance(s, UserMessage)), "")
+        messages = planner_messages(history, self.capabilities(query), self.examples(query))
         return ask_parsed(self.llm, "planner", messages, lambda text: parse_plan(text, round_number),
                           "one JSON object", record, PLAN_SCHEMA, on_delta, cancel)

@@ -127,6 +127,7 @@ class Execution(Step):
     step: int = 1
     round: int = 0
     interrupted: bool = False
+    verified: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,120 @@
+"""``jupyter taskweaver``: the headless entry point (ARCHITECTURE A3).
+
+    jupyter taskweaver run NOTEBOOK -m "message" [-m "next message" ...] [--json] [--TaskWeaverLab.<name>=...]
+    jupyter taskweaver save-example NOTEBOOK OUT.yaml [--role planner|code_generator] [--round N ...]
+
+Exit 0 on success; non-zero with a one-line reason on failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import TaskWeaverLab
+from .steps import Step, TaskWeaverLabError
+
+PREFIX = "--TaskWeaverLab."
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Separate ``--TaskWeaverLab.name=value`` options (typed by their traitlet) from the rest."""
+    rest, overrides = [], {}
+    traits = TaskWeaverLab.class_traits(config=True)
+    for arg in argv:
+        if not arg.startswith(PREFIX):
+            rest.append(arg)
+            continue
+        name, sep, raw = arg[len(PREFIX):].partition("=")
+        if name not in traits or not sep:
+            raise TaskWeaverLabError(f"Unknown or malformed option {arg!r}; use {PREFIX}<name>=<value> with one of: "
+                                     + ", ".join(sorted(traits)))
+        try:
+            overrides[name] = traits[name].from_string(raw)
+        except Exception as exc:
+            raise TaskWeaverLabError(f"Bad value for {PREFIX}{name}: {exc}") from exc
+    return rest, overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jupyter taskweaver", description="taskweaver_lab headless agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run user rounds against a notebook (created or extended as the record)")
+    run.add_argument("notebook")
+    run.add_argument("-m", "--message", action="append", required=True, help="one user round (repeatable)")
+    run.add_argument("--json", action="store_true", help="print one JSON event per line")
+    run.add_argument("--new", action="store_true", help="start a new session instead of resuming the notebook's")
+    save = sub.add_parser("save-example", help="save a finished round of a notebook's record as an example YAML")
+    save.add_argument("notebook")
+    save.add_argument("output")
+    save.add_argument("--role", choices=["planner", "code_generator"], default="planner")
+    save.add_argument("--round", type=int, action="append", help="round number(s) to save (default: the last)")
+    return parser
+
+
+def _print_event(step: Step) -> None:
+    if step.kind != "delta":  # deltas are for live UIs; the full texts follow in the steps
+        print(json.dumps(step.to_json(), default=str), flush=True)
+
+
+def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from .session import TaskWeaverApp
+
+    app = TaskWeaverApp(config=overrides)
+    for problem in app.load_errors:
+        print(f"warning: {problem}", file=sys.stderr)
+    with app.create_session(notebook=args.notebook, new=args.new) as session:
+        for message in args.message:
+            answer = session.chat(message, on_event=_print_event if args.json else None)
+            if not args.json:
+                print(answer.text, flush=True)
+            if answer.stop == "TaskFailure":
+                print(f"taskweaver: round failed: {answer.text.splitlines()[0]}", file=sys.stderr)
+                return 1
+        if args.json:
+            usage = session.usage
+            print(json.dumps({"kind": "usage", "calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
+                              "completion_tokens": usage.completion_tokens}), flush=True)
+    return 0
+
+
+def save_example(args: argparse.Namespace) -> int:
+    from .examples import example_to_yaml
+    from .notebook import read_notebook, steps_from_notebook
+    from .prompts import split_rounds
+
+    path = Path(args.notebook)
+    if not path.is_file():
+        raise TaskWeaverLabError(f"No notebook at {path}.")
+    rounds = split_rounds(steps_from_notebook(read_notebook(path))[1])
+    if not rounds:
+        raise TaskWeaverLabError(f"{path} has no taskweaver_lab rounds to save.")
+    try:
+        picked = [rounds[n - 1] for n in args.round] if args.round else rounds[-1:]
+    except IndexError:
+        raise TaskWeaverLabError(f"{path} has {len(rounds)} round(s); pick --round between 1 and {len(rounds)}.") from None
+    Path(args.output).write_text(example_to_yaml(args.role, picked))
+    print(f"saved {len(picked)} round(s) to {args.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        rest, overrides = split_config_args(sys.argv[1:] if argv is None else argv)
+        args = _parser().parse_args(rest)
+        code = run(args, overrides) if args.command == "run" else save_example(args)
+    except TaskWeaverLabError as exc:
+        print(f"taskweaver: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("taskweaver: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

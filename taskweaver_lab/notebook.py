@@ -1,0 +1,142 @@
+"""The notebook record (ARCHITECTURE A5): steps become cells; cells become history again.
+
+Code cells carry ``metadata.taskweaver_lab = {session, round, step, verified, attempt, summary}``;
+markdown cells carry ``{session, round, kind, data}`` where ``data`` is the Step's JSON, so the
+chat and the agent's history rebuild from the notebook alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from .steps import Answer, Execution, Plan, Step, UserMessage
+
+META = "taskweaver_lab"
+Cell = dict[str, Any]
+
+
+class Recorder(Protocol):
+    def add_cell(self, cell: Cell) -> None: ...
+
+
+def plan_markdown(plan: Plan) -> str:
+    lines = [f"**Plan** · step {plan.current_step} of {len(plan.plan)}"]
+    for number, text in enumerate(plan.plan, 1):
+        mark = "✔" if number < plan.current_step else ("▶" if number == plan.current_step else "○")
+        lines.append(f"{number}. {mark} {text}")
+    return "\n".join(lines) + f"\n\n> {plan.message}"
+
+
+def cell_for(step: Step, session_id: str) -> Cell | None:
+    """The notebook cell recording ``step``, or None when the step is not recorded as a cell."""
+    base = {"session": session_id, "round": getattr(step, "round", 0)}
+    if isinstance(step, UserMessage):
+        text = "**You:** " + step.text
+    elif isinstance(step, Plan) and step.send_to == "CodeInterpreter":
+        text = plan_markdown(step)
+    elif isinstance(step, Answer):
+        text = ("**TaskWeaver asks:** " if step.is_question else "**TaskWeaver:** ") + step.text
+    elif isinstance(step, Execution) and step.code:
+        meta = {**base, "step": step.step, "verified": step.verified, "attempt": step.attempt,
+                "ok": step.ok, "summary": step.summary, "artifacts": list(step.artifacts)}
+        cell = new_code_cell(step.code, execution_count=step.execution_count, outputs=[nbformat.from_dict(o) for o in step.outputs])
+        cell.metadata[META] = meta
+        return cell
+    else:
+        return None
+    cell = new_markdown_cell(text)
+    cell.metadata[META] = {**base, "kind": step.kind, "data": step.to_json()}
+    return cell
+
+
+def steps_from_notebook(nb: Any) -> tuple[str | None, list[Step]]:
+    """(last session id, its history) rebuilt from cell metadata; cells of other tools are ignored."""
+    session_id: str | None = None
+    history: list[Step] = []
+    for cell in nb.get("cells", []):
+        meta = cell.get("metadata", {}).get(META)
+        if not meta:
+            continue
+        if meta.get("session") != session_id:
+            session_id, history = meta.get("session"), []
+        step = _step_from_cell(cell, meta)
+        if isinstance(step, Answer):  # the Planner's reply behind the answer, so the Planner sees it again
+            last_plan = next((s for s in reversed(history) if isinstance(s, Plan)), None)
+            history.append(Plan(step.text, "User", last_plan.plan if last_plan else (), stop=step.stop, round=step.round))
+        if step is not None:
+            history.append(step)
+    return session_id, history
+
+
+def _step_from_cell(cell: Any, meta: dict[str, Any]) -> Step | None:
+    kind, data = meta.get("kind"), dict(meta.get("data") or {})
+    data.pop("kind", None)
+    if cell.get("cell_type") == "code":
+        return Execution(ok=meta.get("ok", True), code=_source(cell), summary=meta.get("summary", ""),
+                         artifacts=tuple(meta.get("artifacts", ())), step=meta.get("step", 1),
+                         attempt=meta.get("attempt", 1), round=meta.get("round", 0), verified=meta.get("verified", True),
+                         execution_count=cell.get("execution_count"), outputs=tuple(cell.get("outputs", ())))
+    if kind == "user":
+        return UserMessage(**data)
+    if kind == "plan":
+        return Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    if kind == "answer":
+        return Answer(**data)
+    return None
+
+
+def _source(cell: Any) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def read_notebook(path: Path) -> Any:
+    """The notebook at ``path`` (a new one if missing); a file being written is retried, not trusted empty."""
+    if not path.exists():
+        return new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    return nbformat.read(path, as_version=4)
+
+
+def write_notebook_atomically(nb: Any, path: Path) -> None:
+    """Write via a temporary file + rename so a crash never leaves half a notebook."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        nbformat.write(nb, handle)
+    os.replace(tmp, path)
+
+
+class FileRecorder:
+    """Headless record: the .ipynb is rewritten after every cell, so no finished step is ever lost.
+
+    The cells are also kept in memory: a notebook deleted mid-turn is written again in full.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.nb = read_notebook(self.path)
+
+    def add_cell(self, cell: Cell) -> None:
+        if self.path.exists():  # pick up edits made by someone else between steps
+            try:
+                self.nb = nbformat.read(self.path, as_version=4)
+            except (json.JSONDecodeError, nbformat.reader.NotJSONError):
+                pass  # mid-write by another writer: keep ours
+        self.nb.cells.append(nbformat.from_dict(cell))
+        write_notebook_atomically(self.nb, self.path)
+
+
+class CallbackRecorder:
+    """Hands each cell to a callback (the sidebar inserts it into the open notebook)."""
+
+    def __init__(self, on_cell: Callable[[Cell], None]) -> None:
+        self.on_cell = on_cell
+
+    def add_cell(self, cell: Cell) -> None:
+        self.on_cell(cell)

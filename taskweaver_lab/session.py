@@ -1,0 +1,192 @@
+"""Sessions: history, persistence and the Python API (``TaskWeaverApp``, ARCHITECTURE A3).
+
+A ``Session`` binds one notebook (its record) to one executor (its kernel) and runs rounds.
+Whatever goes wrong in a round becomes an ``Answer`` with a clear message; the history and
+the notebook keep everything that happened before.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from traitlets.config import Config
+
+from . import guard
+from .agent import Agent, Decision, Turn
+from .codegen import CodeGenerator
+from .config import TaskWeaverLab, make_config
+from .examples import Example, example_to_yaml, load_examples, select_examples
+from .kernel import Executor, KernelExecutor, helper_bootstrap, private_module_code, start_kernel
+from .llm import LLM, Cancelled
+from .notebook import FileRecorder, Recorder, cell_for, read_notebook, steps_from_notebook
+from .planner import Planner
+from .plugins import PluginSpec, kernel_bootstrap_code, load_plugins, select_plugins
+from .prompts import split_rounds
+from .secrets import redact
+from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
+from .verifier import DEFAULT_ALLOWED_MODULES, Policy
+
+Listener = Callable[[Step], None]
+GUARD_MODULE = "_taskweaver_lab_guard"
+
+
+class TaskWeaverApp:
+    """Loads config, plugins and examples once; makes sessions."""
+
+    def __init__(self, config: dict[str, Any] | None = None, traitlets_config: Config | None = None) -> None:
+        self.config: TaskWeaverLab = make_config(config, base=traitlets_config)
+        self.plugins, plugin_errors = load_plugins(self.config.plugin_dirs, self.config.load_builtin_plugins)
+        self.examples, example_errors = load_examples(self.config.example_dirs)
+        self.load_errors: list[str] = plugin_errors + example_errors
+
+    def create_session(self, notebook: str | os.PathLike[str] | None = None, *, executor: Executor | None = None,
+                       recorder: Recorder | None = None, new: bool = False) -> "Session":
+        """A session recorded in ``notebook``; resumes the notebook's last session unless ``new``."""
+        path = Path(notebook).resolve() if notebook else None
+        workspace = str(path.parent if path else Path.cwd())
+        session_id, history = (None, []) if new or path is None else steps_from_notebook(read_notebook(path))
+        if recorder is None and path is not None:
+            recorder = FileRecorder(path)
+        replay = executor is None and bool(history)  # a fresh kernel: rebuild the variables the record relies on
+        if executor is None:
+            executor = start_kernel(workspace, list(self.config.scrub_env), self.config.summary_chars, self._redact)
+        session = Session(self, executor, recorder, workspace, session_id or uuid.uuid4().hex[:12], history)
+        try:
+            session.setup_kernel(replay_notebook=path if replay else None)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [s for s in (self.config.api_key,) if s])
+
+    def plugins_text(self, query: str) -> str:
+        chosen = select_plugins(self.plugins, query, self.config.max_plugins_in_prompt)
+        return "\n".join(spec.prompt_text() for spec in chosen)
+
+    def capabilities(self, query: str) -> str:
+        chosen = select_plugins(self.plugins, query, self.config.max_plugins_in_prompt)
+        return "\n".join("- " + spec.signature() for spec in chosen)
+
+    def examples_for(self, role: str) -> Callable[[str], Sequence[Example]]:
+        return lambda query: select_examples(self.examples, role, query, 1) if self.examples else []  # type: ignore[arg-type]
+
+
+class Session:
+    def __init__(self, app: TaskWeaverApp, executor: Executor, recorder: Recorder | None, workspace: str,
+                 session_id: str, history: list[Step]) -> None:
+        self.app, self.config, self.executor, self.recorder = app, app.config, executor, recorder
+        self.workspace, self.id, self.history = workspace, session_id, history
+        self.listeners: list[Listener] = []
+        self.usage = Usage()
+        self.llm = LLM(self.config)
+        planner = Planner(self.llm, app.capabilities, app.examples_for("planner"))
+        coder = CodeGenerator(self.llm, app.plugins_text, app.examples_for("code_generator"))
+        self.agent = Agent(planner, coder, executor, self.policy, self.config)
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+
+    # --- kernel setup -------------------------------------------------------------------
+    def setup_kernel(self, replay_notebook: Path | None = None) -> None:
+        """Helper, guard and plugins into the kernel (once); optionally re-run a resumed notebook's cells."""
+        if not isinstance(self.executor, KernelExecutor):
+            return
+        names = tuple(p.name for p in self.app.plugins if p.enabled)
+        self.executor.bootstrap(helper_bootstrap(self.workspace, names), "the taskweaver_lab helper")
+        if self.config.guard:
+            source = Path(guard.__file__).read_text()
+            self.executor.bootstrap(private_module_code(GUARD_MODULE, source, f"install({self.workspace!r})"), "the guard")
+        if names:
+            self.executor.bootstrap(kernel_bootstrap_code(self.app.plugins, self.workspace), "the plugins")
+        if replay_notebook is not None:
+            self._replay(replay_notebook)
+
+    def _replay(self, path: Path) -> None:
+        for cell in read_notebook(path).cells:
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            agent = "taskweaver_lab" in cell.metadata
+            result = self.executor.execute(cell.source, agent=agent, timeout=self.config.execution_timeout)
+            if not result.ok:
+                self._emit(Notice("warning", f"Re-running a recorded cell failed: {result.error}"))
+
+    def policy(self) -> Policy:
+        specs: list[PluginSpec] = [p for p in self.app.plugins if p.enabled]
+        return Policy(
+            allowed_modules=tuple(self.config.allowed_modules) or DEFAULT_ALLOWED_MODULES,
+            blocked_functions=tuple(self.config.blocked_functions),
+            plugin_only=self.config.plugin_only or any(p.plugin_only for p in specs),
+            plugin_names=tuple(p.name for p in specs), workspace=self.workspace,
+        )
+
+    # --- rounds ---------------------------------------------------------------------------
+    def chat(self, message: str, on_event: Listener | None = None,
+             approve: Callable[[Draft, Verdict], Decision] | None = None) -> Answer:
+        """One user round. Never raises for LLM/kernel trouble: the answer says what went wrong."""
+        if not message.strip():
+            raise TaskWeaverLabError("The message is empty.")
+        with self._lock:  # one round at a time per session
+            self._cancel.clear()
+            listeners = self.listeners + ([on_event] if on_event else [])
+            turn = Turn(add=lambda step: self._add(step, listeners), emit=lambda step: self._emit(step, listeners),
+                        max_calls=self.config.max_llm_calls_per_round, cancel=self._cancel, approve=approve)
+            self.llm.gate = turn.check_budget
+            user = UserMessage(message.strip(), self.next_round())
+            try:
+                return self.agent.run_round(self.history, user, turn)
+            except Cancelled:
+                return self._fail(turn, user, "Stopped. Nothing after the last finished step was run; ask again to continue.")
+            except TaskWeaverLabError as exc:
+                return self._fail(turn, user, str(exc))
+            finally:
+                self.llm.gate = None
+
+    def _fail(self, turn: Turn, user: UserMessage, text: str) -> Answer:
+        if user not in self.history:  # failed before the round started
+            turn.add(user)
+        answer = Answer(text, stop="TaskFailure", round=user.round)
+        turn.add(answer)
+        return answer
+
+    def next_round(self) -> int:
+        return sum(isinstance(s, UserMessage) for s in self.history) + 1
+
+    def stop(self) -> None:
+        """Cancel the LLM stream and interrupt the kernel (the Stop button)."""
+        self._cancel.set()
+        self.executor.interrupt()
+
+    def _add(self, step: Step, listeners: Sequence[Listener]) -> None:
+        self.history.append(step)
+        cell = cell_for(step, self.id)
+        if cell is not None and self.recorder is not None:
+            self.recorder.add_cell(cell)
+        self._emit(step, listeners)
+
+    def _emit(self, step: Step, listeners: Sequence[Listener] | None = None) -> None:
+        if step.kind == "llm_call":
+            self.usage = self.usage.add(step)  # type: ignore[arg-type]
+        for listener in listeners if listeners is not None else self.listeners:
+            listener(step)
+
+    # --- examples and teardown --------------------------------------------------------------
+    def save_example(self, path: str | os.PathLike[str], role: str = "planner", rounds: Sequence[int] | None = None) -> Path:
+        """Save finished rounds (default: the last) as a TaskWeaver example YAML."""
+        grouped = split_rounds(self.history)
+        picked = [grouped[i - 1] for i in rounds] if rounds else grouped[-1:]
+        target = Path(path)
+        target.write_text(example_to_yaml(role, picked))  # type: ignore[arg-type]
+        return target
+
+    def close(self) -> None:
+        self.executor.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

