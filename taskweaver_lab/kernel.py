@@ -6,7 +6,6 @@ a bounded ``summary`` built from them plus the kernel helper's report (see ``ker
 from __future__ import annotations
 
 import ast
-import fnmatch
 import json
 import os
 import queue
@@ -19,6 +18,7 @@ from typing import Any, Callable, Protocol
 from nbformat.v4 import output_from_msg
 
 from . import kernel_helper
+from .secrets import scrubbed_env
 from .steps import Execution, TaskWeaverLabError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -116,6 +116,25 @@ class KernelExecutor:
         self.setup_messages: list[str] = []
         self._lock = threading.Lock()
         self._interrupted = threading.Event()
+        self.subshell_id: str | None = None
+
+    def use_subshell(self) -> str:
+        """Run agent code on an ipykernel (>= 7) subshell: it runs while the main shell is busy
+        (e.g. blocked in a ``%%taskweaver`` cell waiting for this very turn), sharing the namespace."""
+        msg = self.client.session.msg("create_subshell_request", {})
+        self.client.control_channel.send(msg)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                reply = self.client.get_control_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                if reply["content"].get("status") != "ok":
+                    break
+                self.subshell_id = reply["content"]["subshell_id"]
+                return self.subshell_id
+        raise TaskWeaverLabError("This kernel does not support subshells (needs ipykernel >= 7).")
 
     def bootstrap(self, code: str, what: str) -> None:
         """Run setup code silently once (helper, guard, plugins); a failure is a clear error."""
@@ -185,6 +204,8 @@ class KernelExecutor:
             content = {"code": code, "silent": silent, "store_history": not silent, "allow_stdin": False,
                        "user_expressions": user_expressions or {}, "stop_on_error": True}
             msg = self.client.session.msg("execute_request", content, metadata={"taskweaver_lab": {"agent": agent}})
+            if self.subshell_id:
+                msg["header"]["subshell_id"] = self.subshell_id
             self.client.shell_channel.send(msg)
             outputs, timed_out = self._collect(msg["header"]["msg_id"], timeout)
             return self._shell_reply(msg["header"]["msg_id"]), outputs, timed_out
@@ -225,11 +246,6 @@ class KernelExecutor:
         raise TaskWeaverLabError("The kernel did not answer the execute request. Is it still running?")
 
 
-def scrubbed_environment(patterns: list[str]) -> dict[str, str]:
-    """The server's environment minus secrets (LLM keys stay in the server process)."""
-    return {k: v for k, v in os.environ.items() if not any(fnmatch.fnmatchcase(k, p) for p in patterns)}
-
-
 def start_kernel(workspace: str, scrub_patterns: list[str], summary_chars: int = 1500,
                  redact: Callable[[str], str] = lambda text: text, kernel_name: str = "python3") -> KernelExecutor:
     """A fresh kernel whose working directory is ``workspace`` (CLI, Python API)."""
@@ -237,7 +253,7 @@ def start_kernel(workspace: str, scrub_patterns: list[str], summary_chars: int =
 
     manager = KernelManager(kernel_name=kernel_name)
     try:
-        manager.start_kernel(cwd=workspace, env=scrubbed_environment(scrub_patterns))
+        manager.start_kernel(cwd=workspace, env=scrubbed_env(os.environ, scrub_patterns))
         client = manager.blocking_client()
         client.start_channels()
         client.wait_for_ready(timeout=60)

@@ -1,0 +1,88 @@
+"""`jupyter taskweaver run` (ARCHITECTURE A3) as a user runs it: a real subprocess, kernel and notebook."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+
+from taskweaver_lab.testing import code_reply, plan_reply
+
+from conftest import API_KEY
+
+PLANTED_ANOMALIES = 7  # scripts/make_sample_data.py plants exactly this many
+
+
+def run_cli(workspace: Path, server_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY}
+    options = [f"--TaskWeaverLab.base_url={server_url}", "--TaskWeaverLab.planner_model=planner",
+               "--TaskWeaverLab.code_generator_model=coder"]
+    return subprocess.run(["jupyter", "taskweaver", "run", *args, *options], cwd=workspace, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_anomaly_case_end_to_end_through_the_cli(llm_server, workspace: Path) -> None:
+    llm_server.add("planner",
+                   plan_reply("Pull all rows of the time_series table from anomaly.db with sql_pull_data and show the columns and dtypes.",
+                              plan=["pull time_series and show its schema", "ask which columns to use", "detect anomalies"]),
+                   plan_reply("The table has columns ts and val. Which is the time column and which is the value column?",
+                              send_to="User", stop="Clarification", step=2,
+                              plan=["pull time_series and show its schema", "ask which columns to use", "detect anomalies"]),
+                   plan_reply("Run anomaly_detection on df with time column ts and value column val.", step=3,
+                              plan=["pull time_series and show its schema", "ask which columns to use", "detect anomalies"]),
+                   plan_reply("The anomaly detection found the anomalies reported above.", send_to="User", stop="Completed", step=3))
+    llm_server.add("coder",
+                   code_reply("df, description = sql_pull_data('SELECT * FROM time_series', 'anomaly.db')\nprint(description)\ndf.dtypes"),
+                   code_reply("df_anomaly, description = anomaly_detection(df, 'ts', 'val')\nprint(description)"))
+    result = run_cli(workspace, llm_server.base_url, "record.ipynb", "--json",
+                     "-m", "detect anomalies on the time_series table of anomaly.db", "-m", "use ts and val")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    answers = [e for e in events if e["kind"] == "answer"]
+    assert [a["is_question"] for a in answers] == [True, False]
+    calls = [e for e in events if e["kind"] == "llm_call"]
+    assert [c["role"] for c in calls] == ["planner", "code_generator", "planner"] * 2
+    assert all(c["prompt_tokens"] > 0 and c["completion_tokens"] > 0 for c in calls)
+    # Round 1 showed the schema to the Planner; round 2 ran the plugin on round 1's `df` in the same kernel.
+    assert "ts" in json.dumps(llm_server.requests[2]["messages"])
+    assert f"There are {PLANTED_ANOMALIES} anomalies" in json.dumps(llm_server.requests[-1]["messages"])
+    nb = nbformat.read(workspace / "record.ipynb", 4)
+    nbformat.validate(nb)
+    kinds = [c.metadata["taskweaver_lab"].get("kind", "code") for c in nb.cells]
+    assert kinds == ["user", "plan", "code", "answer", "user", "plan", "code", "answer"]
+    assert API_KEY not in (workspace / "record.ipynb").read_text() and API_KEY not in result.stdout + result.stderr
+
+
+def test_plain_output_prints_each_answer(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Hello! Ask me about your data.", send_to="User", stop="Completed"))
+    result = run_cli(workspace, llm_server.base_url, "hello.ipynb", "-m", "hi")
+    assert result.returncode == 0 and result.stdout.strip() == "Hello! Ask me about your data."
+
+
+def test_failure_exits_nonzero_with_one_line(workspace: Path) -> None:
+    result = run_cli(workspace, "http://127.0.0.1:9/v1", "dead.ipynb", "-m", "hi", "--TaskWeaverLab.llm_retries=0")
+    assert result.returncode != 0
+    reason = [line for line in result.stderr.splitlines() if line.startswith("taskweaver:")]
+    assert len(reason) == 1 and "Cannot get a reply from the LLM endpoint" in reason[0]
+    assert len(nbformat.read(workspace / "dead.ipynb", 4).cells) == 2  # the user message and the failure are recorded
+
+
+def test_bad_option_is_named(workspace: Path) -> None:
+    result = run_cli(workspace, "http://127.0.0.1:9/v1", "x.ipynb", "-m", "hi", "--TaskWeaverLab.max_attempts=lots")
+    assert result.returncode == 2 and "max_attempts" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_save_example_verb_round_trips(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Count the rows of sales.csv."), plan_reply("96 rows.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("import pandas as pd\nlen(pd.read_csv('sales.csv'))"))
+    assert run_cli(workspace, llm_server.base_url, "ex.ipynb", "-m", "how many rows in sales.csv?").returncode == 0
+    saved = subprocess.run(["jupyter", "taskweaver", "save-example", "ex.ipynb", "ex.yaml"], cwd=workspace,
+                           capture_output=True, text=True, timeout=60)
+    assert saved.returncode == 0, saved.stderr
+    from taskweaver_lab.examples import load_examples
+
+    examples, errors = load_examples([str(workspace)])
+    assert not errors and examples[0].role == "planner"
+    assert any("how many rows" in t.text for t in examples[0].turns)
