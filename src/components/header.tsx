@@ -1,0 +1,47 @@
+import * as React from 'react';
+import type { INotebookBinding } from '../notebook';
+import type { ApprovalPolicy, IStatus } from '../types';
+
+/** Which notebook (and kernel) the chat is bound to, the models, and the approval switch. */
+export function Header(props: {
+  binding: INotebookBinding | null;
+  status: IStatus | null;
+  approval: ApprovalPolicy;
+  onApproval: (policy: ApprovalPolicy) => void;
+}): JSX.Element {
+  const { binding, status } = props;
+  return (
+    <div className="jp-TaskWeaver-header">
+      <div className="jp-TaskWeaver-binding" title={binding?.path ?? ''}>
+        {binding ? (
+          <>
+            Notebook: <strong>{binding.path}</strong>
+            <span className="jp-TaskWeaver-kernel">
+              {binding.kernelId ? ` · kernel ${binding.kernelId.slice(0, 8)}` : ' · no kernel'}
+            </span>
+          </>
+        ) : (
+          'No notebook open: open one to chat about it.'
+        )}
+      </div>
+      <div className="jp-TaskWeaver-controls">
+        {status?.configured && (
+          <span className="jp-TaskWeaver-models" title="Planner / Code Generator models">
+            {status.models.planner} / {status.models.code_generator}
+            {status.rtc ? ' · RTC' : ''}
+          </span>
+        )}
+        <label className="jp-TaskWeaver-approvalSwitch">
+          Run code:{' '}
+          <select
+            value={props.approval}
+            onChange={event => props.onApproval(event.target.value as ApprovalPolicy)}
+          >
+            <option value="auto">automatically</option>
+            <option value="approve">after approval</option>
+          </select>
+        </label>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,424 @@
+/**
+ * All sidebar state, with Lumino signals (no React here).
+ * SidebarModel follows the active notebook; one ChatModel per notebook path holds its turns
+ * and its events socket, so a turn keeps recording while the user works in another tab.
+ */
+import type * as nbformat from '@jupyterlab/nbformat';
+import { ISignal, Signal } from '@lumino/signaling';
+import { ApiError, TaskWeaverApi } from './api';
+import { INotebookBinding, NotebookHost } from './notebook';
+import {
+  applyEvent,
+  isActive,
+  ITurn,
+  IApprovalItem,
+  newTurn,
+  turnsFromHistory
+} from './turns';
+import type {
+  ApprovalAction,
+  ApprovalPolicy,
+  IEventEnvelope,
+  IStatus,
+  ITurnRequest,
+  IUserSettings
+} from './types';
+
+export const DEFAULT_SETTINGS: IUserSettings = {
+  approval: 'auto',
+  plannerModel: '',
+  codeGeneratorModel: '',
+  baseUrl: ''
+};
+
+const RECONNECT_MS = [500, 1000, 2000, 5000];
+
+/** The chat of one notebook. */
+export class ChatModel {
+  constructor(
+    readonly path: string,
+    private readonly api: TaskWeaverApi,
+    private readonly host: NotebookHost
+  ) {}
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+  get turns(): readonly ITurn[] {
+    return this._turns;
+  }
+  get loading(): boolean {
+    return this._loading;
+  }
+  get error(): string {
+    return this._error;
+  }
+  get activeTurn(): ITurn | null {
+    return this._turns.find(isActive) ?? null;
+  }
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  /** Restores the chat from the notebook record (server side) and listens for events. */
+  async start(): Promise<void> {
+    this.connect();
+    await this.refresh();
+  }
+
+  async refresh(): Promise<void> {
+    this._loading = true;
+    this.emit();
+    try {
+      const snapshot = await this.api.getSession(this.path);
+      if (!this.activeTurn) {
+        this._turns = turnsFromHistory(snapshot.events);
+      }
+      this._error = '';
+    } catch (error) {
+      this._error = messageOf(error);
+    }
+    this._loading = false;
+    this.emit();
+  }
+
+  async send(request: ITurnRequest): Promise<void> {
+    const turn = newTurn(`local-${++this._localCount}`, request.message, 'sending');
+    this._turns.push(turn);
+    this.emit();
+    try {
+      const accepted = await this.api.startTurn(request);
+      this.adopt(turn, accepted.turn_id);
+      this.record = accepted.record;
+      if (turn.state === 'sending') {
+        turn.state = 'running';
+      }
+      if (this._stopRequested.delete(turn)) {
+        await this.stop(turn);
+      }
+    } catch (error) {
+      turn.state = 'failed';
+      turn.error = messageOf(error);
+    }
+    this.emit();
+  }
+
+  /** Stop works from the moment the message is accepted; earlier clicks are remembered. */
+  async stop(turn: ITurn): Promise<void> {
+    if (!isActive(turn)) {
+      return;
+    }
+    turn.state = 'stopping';
+    this.emit();
+    if (turn.id.startsWith('local-')) {
+      this._stopRequested.add(turn);
+      return;
+    }
+    try {
+      await this.api.stopTurn(turn.id);
+    } catch (error) {
+      turn.error = messageOf(error);
+      this.emit();
+    }
+  }
+
+  async approve(turn: ITurn, item: IApprovalItem, action: ApprovalAction, code?: string): Promise<void> {
+    item.resolved = action;
+    this.emit();
+    try {
+      await this.api.approve(turn.id, action, action === 'edit' ? code : undefined);
+    } catch (error) {
+      item.resolved = null;
+      turn.error = messageOf(error);
+      this.emit();
+    }
+  }
+
+  /** How the server records the current turn: "rtc", "frontend" or "file". */
+  record: string = '';
+
+  dispose(): void {
+    this._disposed = true;
+    window.clearTimeout(this._reconnectTimer);
+    this._socket?.close();
+    this._socket = null;
+    Signal.clearData(this);
+  }
+
+  private connect(): void {
+    if (this._disposed) {
+      return;
+    }
+    const socket = this.api.openEvents(this.path, envelope => this.onEnvelope(envelope));
+    socket.onopen = () => {
+      const wasReconnect = this._reconnects > 0;
+      this._reconnects = 0;
+      if (wasReconnect) {
+        void this.refresh();
+      }
+    };
+    socket.onclose = () => this.scheduleReconnect();
+    this._socket = socket;
+  }
+
+  private scheduleReconnect(): void {
+    if (this._disposed) {
+      return;
+    }
+    const delay = RECONNECT_MS[Math.min(this._reconnects, RECONNECT_MS.length - 1)];
+    this._reconnects += 1;
+    this._reconnectTimer = window.setTimeout(() => this.connect(), delay);
+  }
+
+  private onEnvelope(envelope: IEventEnvelope): void {
+    const turn = this.turnFor(envelope.turn_id);
+    if (envelope.event.kind === 'cell') {
+      this.queueCell(envelope.event.cell, envelope.event.insert, turn);
+      return;
+    }
+    applyEvent(turn, envelope.event);
+    this.emit();
+  }
+
+  /** The turn an event belongs to: known, the one still being sent, or a new one (e.g. the magic's). */
+  private turnFor(turnId: string): ITurn {
+    const known = this._turns.find(turn => turn.id === turnId);
+    if (known) {
+      return known;
+    }
+    const sending = this._turns.find(turn => turn.id.startsWith('local-') && isActive(turn));
+    if (sending) {
+      this.adopt(sending, turnId);
+      return sending;
+    }
+    const turn = newTurn(turnId, '', 'running');
+    this._turns.push(turn);
+    return turn;
+  }
+
+  private adopt(turn: ITurn, turnId: string): void {
+    if (turn.id.startsWith('local-')) {
+      turn.id = turnId;
+    }
+  }
+
+  /** Inserts cells in arrival order (record mode "frontend"). */
+  private queueCell(cell: nbformat.ICell, insert: boolean, turn: ITurn): void {
+    if (!insert) {
+      return;
+    }
+    this._cellQueue = this._cellQueue.then(async () => {
+      const inserted = await this.host.appendCell(this.path, cell).catch(() => false);
+      if (!inserted) {
+        turn.error = `Could not add a generated cell to ${this.path}: open the notebook to record it.`;
+        this.emit();
+      }
+    });
+  }
+
+  private emit(): void {
+    if (!this._disposed) {
+      this._changed.emit();
+    }
+  }
+
+  private _turns: ITurn[] = [];
+  private _loading = false;
+  private _error = '';
+  private _localCount = 0;
+  private _socket: WebSocket | null = null;
+  private _reconnects = 0;
+  private _reconnectTimer = 0;
+  private _disposed = false;
+  private _stopRequested = new Set<ITurn>();
+  private _cellQueue: Promise<void> = Promise.resolve();
+  private _changed = new Signal<this, void>(this);
+}
+
+/** What the sidebar shows: the active notebook's chat, the server status, the user's settings. */
+export class SidebarModel {
+  constructor(
+    readonly api: TaskWeaverApi,
+    readonly host: NotebookHost,
+    private readonly saveSetting: (key: keyof IUserSettings, value: string) => Promise<void>
+  ) {
+    host.changed.connect(this.onNotebookChanged, this);
+    host.closed.connect((_, path) => this.dropChatIfIdle(path));
+    this.onNotebookChanged();
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+  get status(): IStatus | null {
+    return this._status;
+  }
+  get statusError(): string {
+    return this._statusError;
+  }
+  get binding(): INotebookBinding | null {
+    return this._binding;
+  }
+  get chat(): ChatModel | null {
+    return this._binding ? this._chats.get(this._binding.path) ?? null : null;
+  }
+  get settings(): IUserSettings {
+    return this._settings;
+  }
+  get sendError(): string {
+    return this._sendError;
+  }
+  get input(): string {
+    return this._input;
+  }
+  set input(value: string) {
+    this._input = value;
+    this.emit();
+  }
+  /** True when the panel should show how to configure an LLM endpoint instead of the chat box. */
+  get needsConfiguration(): boolean {
+    return this._status !== null && !this._status.configured;
+  }
+
+  async refreshStatus(): Promise<void> {
+    try {
+      this._status = await this.api.getStatus();
+      this._statusError = '';
+    } catch (error) {
+      this._statusError = messageOf(error);
+    }
+    this.emit();
+  }
+
+  updateSettings(settings: Partial<IUserSettings>): void {
+    this._settings = { ...this._settings, ...settings };
+    this.emit();
+  }
+
+  /** The approval switch; persisted in the user's settings. */
+  async setApproval(policy: ApprovalPolicy): Promise<void> {
+    this.updateSettings({ approval: policy });
+    await this.saveSetting('approval', policy).catch(() => undefined);
+  }
+
+  async send(): Promise<void> {
+    const message = this._input.trim();
+    if (!message) {
+      return;
+    }
+    const request = await this.requestFor(message);
+    if (!request) {
+      this.emit();
+      return;
+    }
+    this._input = '';
+    this._sendError = '';
+    const chat = this.chatFor(request.path);
+    await chat.send(request);
+  }
+
+  async stop(): Promise<void> {
+    const turn = this.chat?.activeTurn;
+    if (turn && this.chat) {
+      await this.chat.stop(turn);
+    }
+  }
+
+  dispose(): void {
+    this._chats.forEach(chat => chat.dispose());
+    this._chats.clear();
+    Signal.clearData(this);
+  }
+
+  /** Captures path + kernel id now (never later), or explains what is missing. */
+  private async requestFor(message: string): Promise<ITurnRequest | null> {
+    if (!this._status?.configured) {
+      await this.refreshStatus();
+      if (!this._status?.configured) {
+        this._sendError = this._statusError || 'No LLM endpoint is configured yet (see above).';
+        return null;
+      }
+    }
+    const binding = await this.host.currentWithKernel();
+    if (!binding) {
+      this._sendError = 'Open a notebook first: TaskWeaver runs code in the notebook\'s own kernel.';
+      return null;
+    }
+    if (!binding.kernelId) {
+      this._sendError = `Start a kernel for ${binding.path} first (Kernel menu > Change Kernel).`;
+      return null;
+    }
+    return {
+      path: binding.path,
+      kernel_id: binding.kernelId,
+      message,
+      approval: this._settings.approval,
+      record: this.host.isOpen(binding.path) ? 'frontend' : 'server',
+      ...this.overrides()
+    };
+  }
+
+  private overrides(): Pick<ITurnRequest, 'overrides'> {
+    const { plannerModel, codeGeneratorModel, baseUrl } = this._settings;
+    const overrides: NonNullable<ITurnRequest['overrides']> = {};
+    if (plannerModel) {
+      overrides.planner_model = plannerModel;
+    }
+    if (codeGeneratorModel) {
+      overrides.code_generator_model = codeGeneratorModel;
+    }
+    if (baseUrl) {
+      overrides.base_url = baseUrl;
+    }
+    return Object.keys(overrides).length ? { overrides } : {};
+  }
+
+  private chatFor(path: string): ChatModel {
+    let chat = this._chats.get(path);
+    if (!chat) {
+      chat = new ChatModel(path, this.api, this.host);
+      chat.changed.connect(this.emit, this);
+      this._chats.set(path, chat);
+      void chat.start();
+    }
+    return chat;
+  }
+
+  private onNotebookChanged(): void {
+    this._binding = this.host.current();
+    this._sendError = '';
+    if (this._binding) {
+      this.chatFor(this._binding.path);
+    }
+    this.emit();
+  }
+
+  private dropChatIfIdle(path: string): void {
+    const chat = this._chats.get(path);
+    if (chat && !chat.activeTurn && !this.host.isOpen(path)) {
+      chat.dispose();
+      this._chats.delete(path);
+      this.emit();
+    }
+  }
+
+  private emit(): void {
+    this._changed.emit();
+  }
+
+  private _status: IStatus | null = null;
+  private _statusError = '';
+  private _binding: INotebookBinding | null = null;
+  private _settings: IUserSettings = { ...DEFAULT_SETTINGS };
+  private _sendError = '';
+  private _input = '';
+  private _chats = new Map<string, ChatModel>();
+  private _changed = new Signal<this, void>(this);
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof ApiError || error instanceof Error) {
+    return error.message;
+  }
+  return String(error);
+}

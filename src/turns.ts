@@ -1,0 +1,243 @@
+/**
+ * Turn state and the pure reducer that folds protocol events into it.
+ * No signals, no DOM: model.ts owns the turns and notifies; components render them.
+ */
+import type {
+  ApprovalAction,
+  ChatEvent,
+  IAnswerStep,
+  IApprovalEvent,
+  IDraftStep,
+  IExecutionStep,
+  INoticeStep,
+  IPlanStep,
+  IUsage,
+  IVerdictStep,
+  Role
+} from './types';
+
+export type TurnState = 'sending' | 'running' | 'stopping' | 'finished' | 'failed' | 'stopped';
+
+export interface IPlanItem {
+  type: 'plan';
+  plan: IPlanStep;
+  replan: boolean;
+  /** How many plan steps are done (they render ticked). */
+  completed: number;
+}
+export interface IDraftItem {
+  type: 'draft';
+  draft: IDraftStep;
+  verdict: IVerdictStep | null;
+}
+export interface IExecutionItem {
+  type: 'execution';
+  execution: IExecutionStep;
+}
+export interface IAnswerItem {
+  type: 'answer';
+  answer: IAnswerStep;
+}
+export interface INoticeItem {
+  type: 'notice';
+  notice: INoticeStep;
+}
+export interface IApprovalItem {
+  type: 'approval';
+  approval: IApprovalEvent;
+  resolved: ApprovalAction | null;
+}
+export type ChatItem =
+  | IPlanItem
+  | IDraftItem
+  | IExecutionItem
+  | IAnswerItem
+  | INoticeItem
+  | IApprovalItem;
+
+export interface ITurn {
+  id: string;
+  userText: string;
+  state: TurnState;
+  items: ChatItem[];
+  live: { role: Role; text: string } | null;
+  usage: IUsage;
+  startedAt: number;
+  finishedAt: number | null;
+  error: string;
+}
+
+export function emptyUsage(): IUsage {
+  return { calls: 0, prompt_tokens: 0, completion_tokens: 0, latency_s: 0 };
+}
+
+export function newTurn(id: string, userText: string, state: TurnState): ITurn {
+  return {
+    id,
+    userText,
+    state,
+    items: [],
+    live: null,
+    usage: emptyUsage(),
+    startedAt: Date.now(),
+    finishedAt: null,
+    error: ''
+  };
+}
+
+export function isActive(turn: ITurn): boolean {
+  return turn.state === 'sending' || turn.state === 'running' || turn.state === 'stopping';
+}
+
+export function pendingApproval(turn: ITurn): IApprovalItem | null {
+  const item = lastItem(turn, 'approval');
+  return item && item.resolved === null ? item : null;
+}
+
+/** Folds one event into the turn (mutates it). `cell` events are side effects: model.ts. */
+export function applyEvent(turn: ITurn, event: ChatEvent): void {
+  if (event.kind !== 'delta' && event.kind !== 'llm_call') {
+    turn.live = null;
+  }
+  switch (event.kind) {
+    case 'user':
+      turn.userText = turn.userText || event.text;
+      return;
+    case 'delta':
+      return appendDelta(turn, event.role, event.text);
+    case 'plan':
+      return applyPlan(turn, event);
+    case 'draft':
+      turn.items.push({ type: 'draft', draft: event, verdict: null });
+      return;
+    case 'verdict':
+      return attachVerdict(turn, event);
+    case 'execution':
+      return applyExecution(turn, event);
+    case 'answer':
+      return applyAnswer(turn, event);
+    case 'notice':
+      turn.items.push({ type: 'notice', notice: event });
+      return;
+    case 'llm_call':
+      return addCall(turn.usage, event.prompt_tokens, event.completion_tokens, event.latency_s);
+    case 'approval':
+      turn.items.push({ type: 'approval', approval: event, resolved: null });
+      return;
+    case 'turn':
+      return applyTurnState(turn, event.state, event.error, event.usage);
+    default:
+      return;
+  }
+}
+
+function appendDelta(turn: ITurn, role: Role, text: string): void {
+  if (!turn.live || turn.live.role !== role) {
+    turn.live = { role, text: '' };
+  }
+  turn.live.text += text;
+}
+
+function applyPlan(turn: ITurn, plan: IPlanStep): void {
+  const previous = lastItem(turn, 'plan');
+  if (previous && samePlan(previous.plan, plan)) {
+    previous.plan = plan;
+    previous.completed = Math.max(previous.completed, plan.current_step - 1);
+    return;
+  }
+  turn.items.push({
+    type: 'plan',
+    plan,
+    replan: previous !== null,
+    completed: Math.max(0, plan.current_step - 1)
+  });
+}
+
+function samePlan(a: IPlanStep, b: IPlanStep): boolean {
+  return a.plan.length === b.plan.length && a.plan.every((step, i) => step === b.plan[i]);
+}
+
+function attachVerdict(turn: ITurn, verdict: IVerdictStep): void {
+  const draft = lastItem(turn, 'draft');
+  if (draft && draft.verdict === null) {
+    draft.verdict = verdict;
+  }
+}
+
+function applyExecution(turn: ITurn, execution: IExecutionStep): void {
+  turn.items.push({ type: 'execution', execution });
+  const plan = lastItem(turn, 'plan');
+  if (plan && execution.ok && !execution.interrupted) {
+    plan.completed = Math.max(plan.completed, Math.min(execution.step, plan.plan.plan.length));
+  }
+}
+
+function applyAnswer(turn: ITurn, answer: IAnswerStep): void {
+  turn.items.push({ type: 'answer', answer });
+  const plan = lastItem(turn, 'plan');
+  if (plan && answer.stop === 'Completed' && !answer.is_question) {
+    plan.completed = plan.plan.plan.length;
+  }
+}
+
+function applyTurnState(
+  turn: ITurn,
+  state: 'started' | 'finished' | 'failed',
+  error?: string,
+  usage?: IUsage
+): void {
+  if (usage) {
+    turn.usage = { ...usage };
+  }
+  if (state === 'started') {
+    turn.state = turn.state === 'stopping' ? 'stopping' : 'running';
+    return;
+  }
+  turn.finishedAt = Date.now();
+  turn.live = null;
+  if (state === 'failed') {
+    turn.state = 'failed';
+    turn.error = error ?? 'The turn failed.';
+  } else {
+    turn.state = turn.state === 'stopping' ? 'stopped' : 'finished';
+  }
+}
+
+function addCall(usage: IUsage, prompt: number, completion: number, latency: number): void {
+  usage.calls += 1;
+  usage.prompt_tokens += prompt;
+  usage.completion_tokens += completion;
+  usage.latency_s += latency;
+}
+
+function lastItem<T extends ChatItem['type']>(
+  turn: ITurn,
+  type: T
+): Extract<ChatItem, { type: T }> | null {
+  for (let i = turn.items.length - 1; i >= 0; i--) {
+    const item = turn.items[i];
+    if (item.type === type) {
+      return item as Extract<ChatItem, { type: T }>;
+    }
+  }
+  return null;
+}
+
+/** Rebuilds finished turns from a session snapshot: each `user` event opens a turn. */
+export function turnsFromHistory(events: ChatEvent[]): ITurn[] {
+  const turns: ITurn[] = [];
+  for (const event of events) {
+    if (event.kind === 'user' || turns.length === 0) {
+      turns.push(newTurn(`history-${turns.length}`, '', 'finished'));
+    }
+    applyEvent(turns[turns.length - 1], event);
+  }
+  for (const turn of turns) {
+    turn.live = null;
+    turn.finishedAt = turn.finishedAt ?? turn.startedAt;
+    if (turn.state !== 'failed') {
+      turn.state = 'finished';
+    }
+  }
+  return turns;
+}
