@@ -57,7 +57,7 @@ BANNED_ATTRIBUTES: dict[str, tuple[str, str]] = {
     **dict.fromkeys(
         ["os", "sys", "subprocess", "shutil", "socket", "ctypes", "ctypeslib", "importlib", "builtins",
          "urllib", "urllib3", "requests", "http", "ftplib", "smtplib", "multiprocessing", "threading",
-         "_thread", "signal", "atexit", "pty", "tempfile", "gc", "inspect", "codeop", "sysconfig", "runpy",
+         "_thread", "atexit", "pty", "tempfile", "gc", "inspect", "codeop", "sysconfig", "runpy",
          "pkgutil", "zipimport", "webbrowser", "asyncio", "concurrent", "posix", "nt", "platform", "mmap",
          "resource", "fcntl", "modules", "cdll", "CDLL", "PyDLL", "pythonapi", "LoadLibrary", "load_library",
          "dlopen", "f2py", "environ", "getenv", "putenv", "unsetenv", "_posixsubprocess"], _REACH),
@@ -102,6 +102,8 @@ _PATH_KEYWORDS = frozenset({"path", "filepath_or_buffer", "fname", "file", "file
                             "database", "fp", "excel_writer", "path_or_buffer", "src", "dst", "name"})
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://|^file:", re.ASCII)
 _DUNDER_TEXT = re.compile(r"__[A-Za-z]\w*__")
+_SAFE_DUNDER_TEXT = SAFE_DUNDERS | {"__main__"}
+_NETWORK_ADVICE = "downloading data is not allowed (no network); use files in the working directory"
 
 
 @dataclass(frozen=True)
@@ -283,11 +285,13 @@ class _Checker(ast.NodeVisitor):
             self.flag(node, rule, f"`.{attr}` is not allowed: {advice}.")
         elif attr.startswith("__") and attr not in SAFE_DUNDERS:
             self.flag(node, "dunder", f"`.{attr}`: dunder and name-mangled attributes are not allowed.")
+        elif attr.startswith("fetch_") or attr == "load_dataset":
+            self.flag(node, "network", f"`{attr}`: {_NETWORK_ADVICE}.")
         elif attr in self.blocked:
             self.flag(node, "blocked_function", f"`{attr}` is blocked by the administrator's policy.")
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if isinstance(node.value, str) and _DUNDER_TEXT.search(node.value):
+        if isinstance(node.value, str) and any(m not in _SAFE_DUNDER_TEXT for m in _DUNDER_TEXT.findall(node.value)):
             self.flag(node, "dunder", "Strings naming dunder attributes (like '__class__') are not allowed.")
 
     def visit_MatchClass(self, node: ast.MatchClass) -> None:
@@ -346,7 +350,11 @@ class _Checker(ast.NodeVisitor):
             if kw.arg in ("local_dict", "global_dict", "resolvers"):
                 self.flag(node, "pandas_eval", f"{name}() with {kw.arg}= is not allowed; use @variables.")
         expr = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "expr"), None)
-        if expr is not None and not (isinstance(expr, ast.Constant) and isinstance(expr.value, str)):
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+            unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", "''", expr.value)   # compared values are data, not names
+            for word in re.findall(r"[A-Za-z_]\w*", unquoted):   # the expression language reads attributes too
+                self._check_attribute_name(node, word)
+        elif expr is not None:
             self.flag(node, "pandas_eval", f"{name}() needs a literal string expression; build the filter with "
                                            "boolean indexing (df[df.a > x]) instead of a computed string.")
 
