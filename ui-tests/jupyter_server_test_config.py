@@ -1,0 +1,23 @@
+"""JupyterLab server for the galata tests (see playwright.config.js for the three variants).
+
+Env (set by playwright.config.js):
+  TW_UI_LLM_PORT   port of the scripted LLM server the tests start (empty: no endpoint configured)
+  TW_UI_RTC        "0" disables real-time collaboration
+"""
+import os
+
+from jupyterlab.galata import configure_jupyter_server
+
+configure_jupyter_server(c)  # noqa: F821 (c is injected by traitlets)
+
+c.ServerApp.allow_root = True  # noqa: F821
+llm_port = os.environ.get("TW_UI_LLM_PORT", "")
+if llm_port:
+    c.TaskWeaverLab.base_url = f"http://127.0.0.1:{llm_port}/v1"  # noqa: F821
+    c.TaskWeaverLab.api_key = "scripted"  # noqa: F821
+    c.TaskWeaverLab.planner_model = "planner"  # noqa: F821
+    c.TaskWeaverLab.code_generator_model = "coder"  # noqa: F821
+else:
+    c.TaskWeaverLab.base_url = ""  # noqa: F821
+if os.environ.get("TW_UI_RTC", "1") == "0":
+    c.YDocExtension.disable_rtc = True  # noqa: F821

@@ -1,0 +1,57 @@
+/**
+ * Galata on Debian's Chromium (never a downloaded browser). Three Jupyter servers:
+ *   8888 RTC on  + scripted LLM endpoint   (project "rtc")
+ *   8889 RTC off + scripted LLM endpoint   (project "no-rtc")
+ *   8890 no LLM endpoint configured        (project "unconfigured": first-run help)
+ * Tests start the scripted LLM server themselves (tests/helpers.ts) on LLM_PORT.
+ */
+const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
+
+const LLM_PORT = '18013';
+const chromium = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+function server(port, env) {
+  return {
+    command: `jupyter lab --config jupyter_server_test_config.py --ServerApp.port=${port} --no-browser --ServerApp.log_level=WARN`,
+    url: `http://localhost:${port}/lab`,
+    timeout: 120 * 1000,
+    reuseExistingServer: !process.env.CI,
+    env: { ...process.env, OPENAI_BASE_URL: '', OPENAI_API_KEY: '', ...env }
+  };
+}
+
+module.exports = {
+  ...baseConfig,
+  reporter: [['list'], ['html', { open: 'never' }]],
+  workers: 1,
+  retries: process.env.CI ? 1 : 0,
+  timeout: 120 * 1000,
+  use: {
+    ...baseConfig.use,
+    trace: 'retain-on-failure',
+    video: 'off',
+    launchOptions: {
+      executablePath: chromium,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync'
+      ]
+    }
+  },
+  projects: [
+    { name: 'rtc', testMatch: /turn\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
+    { name: 'no-rtc', testMatch: /turn\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
+    { name: 'unconfigured', testMatch: /first-run\.spec\.ts/, use: { baseURL: 'http://localhost:8890' } }
+  ],
+  webServer: [
+    server(8888, { TW_UI_LLM_PORT: LLM_PORT, TW_UI_RTC: '1' }),
+    server(8889, { TW_UI_LLM_PORT: LLM_PORT, TW_UI_RTC: '0' }),
+    server(8890, { TW_UI_LLM_PORT: '', TW_UI_RTC: '1' })
+  ]
+};
+module.exports.LLM_PORT = LLM_PORT;
