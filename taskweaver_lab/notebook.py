@@ -121,15 +121,17 @@ class FileRecorder:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.nb = read_notebook(self.path)
+        self._written: int | None = None  # mtime of our last write
 
     def add_cell(self, cell: Cell) -> None:
-        if self.path.exists():  # pick up edits made by someone else between steps
-            try:
+        if self.path.exists() and self.path.stat().st_mtime_ns != self._written:
+            try:  # someone else edited the file between steps: build on their version
                 self.nb = nbformat.read(self.path, as_version=4)
             except (json.JSONDecodeError, nbformat.reader.NotJSONError):
                 pass  # mid-write by another writer: keep ours
         self.nb.cells.append(nbformat.from_dict(cell))
         write_notebook_atomically(self.nb, self.path)
+        self._written = self.path.stat().st_mtime_ns
 
 
 class CallbackRecorder:
