@@ -1,0 +1,184 @@
+"""The runtime guard in a REAL ipykernel: agent cells blocked, the user's cells untouched."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from security.harness import CANARY_FILE_TEXT, AgentKernel, Canaries
+
+GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "guard.py"
+
+
+@pytest.fixture
+def canaries(tmp_path: Path) -> Iterator[Canaries]:
+    found = Canaries(tmp_path)
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def kernel(canaries: Canaries) -> Iterator[AgentKernel]:
+    agent_kernel = AgentKernel(canaries.workspace)
+    assert not agent_kernel.install_guard(canaries.workspace).error
+    yield agent_kernel
+    agent_kernel.close()
+
+
+def test_user_cells_unaffected_agent_cells_blocked(kernel: AgentKernel, canaries: Canaries) -> None:
+    read_secret = f"print(open({str(canaries.secret)!r}).read())"
+    assert CANARY_FILE_TEXT in kernel.run(read_secret, agent=False).text
+    agent = kernel.run(read_secret, agent=True)
+    assert agent.error.startswith("PermissionError: taskweaver_lab guard blocked open: reading")
+    assert CANARY_FILE_TEXT not in agent.text
+    assert CANARY_FILE_TEXT in kernel.run(read_secret, agent=False).text   # switched off again
+
+
+def test_agent_may_work_inside_the_workspace(kernel: AgentKernel, canaries: Canaries) -> None:
+    code = "open('out.txt', 'w').write('hi')\nimport os\nos.remove('out.txt')\nprint(sorted(os.listdir('.')))"
+    result = kernel.run(code, agent=True)
+    assert not result.error and not result.blocked, result
+
+
+@pytest.mark.parametrize("code,event", [
+    ("import subprocess\nsubprocess.run(['true'])", "subprocess.Popen"),
+    ("import os\nos.system('true')", "os.system"),
+    ("import socket\nsocket.create_connection(('127.0.0.1', {port}))", "socket."),
+    ("open('{outside}/pwned.txt', 'w')", "open"),
+    ("import os\nos.remove('{secret}')", "os.remove"),
+    ("import ctypes\nctypes.CDLL(None).system(b'true')", "ctypes.dlsym"),
+    ("import pickle\npickle.loads(b'cos\\nsystem\\n(S\\'true\\'\\ntR.')", "pickle.find_class"),
+    ("import sys\nsys.addaudithook(lambda *a: None)", "sys.addaudithook"),
+])
+def test_agent_effects_blocked(kernel: AgentKernel, canaries: Canaries, code: str, event: str) -> None:
+    code = code.format(port=canaries.port, outside=canaries.outside, secret=canaries.secret)
+    result = kernel.run(code, agent=True)
+    # sys.addaudithook swallows the hook's exception and simply refuses the new hook: the cell's
+    # block summary still reports it
+    assert "taskweaver_lab guard blocked " + event in result.error + result.text, result
+    assert result.error.startswith("PermissionError") or event == "sys.addaudithook"
+    assert not canaries.leaks([result])
+
+
+def test_threads_started_by_agent_code_are_guarded(kernel: AgentKernel, canaries: Canaries) -> None:
+    code = (f"import threading\nout = []\ndef grab():\n    try:\n        out.append(open({str(canaries.secret)!r}).read())\n"
+            "    except PermissionError as e:\n        out.append(str(e))\n"
+            "t = threading.Thread(target=grab)\nt.start(); t.join()\nprint(out)")
+    assert "guard blocked open" in kernel.run(code, agent=True).text
+    assert CANARY_FILE_TEXT in kernel.run(code, agent=False).text   # the same code as the user
+
+
+def test_swallowed_block_is_still_reported(kernel: AgentKernel, canaries: Canaries) -> None:
+    code = f"try:\n    open({str(canaries.secret)!r})\nexcept Exception:\n    pass\nprint('done')"
+    result = kernel.run(code, agent=True)
+    assert not result.error
+    assert "taskweaver_lab guard blocked 1 operation(s) in this agent cell" in result.text
+
+
+def test_silent_agent_requests_are_guarded_too(kernel: AgentKernel, canaries: Canaries) -> None:
+    content = {"code": f"open({str(canaries.secret)!r}).read()", "silent": True, "store_history": False,
+               "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
+    msg = kernel.client.session.msg("execute_request", content, metadata={"taskweaver_lab": {"agent": True}})
+    kernel.client.shell_channel.send(msg)
+    reply = kernel.client.get_shell_msg(timeout=30)
+    assert reply["content"]["status"] == "error"
+    assert "taskweaver_lab guard blocked open" in reply["content"]["evalue"]
+
+
+def test_agent_cannot_switch_the_guard_off(kernel: AgentKernel, canaries: Canaries) -> None:
+    """Calling our post-execute callback by hand fails closed: the guard then stays on for every cell."""
+    attempt = "[cb() for cb in get_ipython().events.callbacks['post_execute'] if cb.__name__ == 'post']"
+    kernel.run(attempt, agent=True)
+    later = kernel.run(f"print(open({str(canaries.secret)!r}).read())", agent=True)
+    assert "guard blocked" in later.error
+    user = kernel.run(f"print(open({str(canaries.secret)!r}).read())", agent=False)
+    assert "guard blocked" in user.error   # fail closed: even the user's cells, until a restart
+
+
+def test_unregistering_callbacks_fails_closed(kernel: AgentKernel, canaries: Canaries) -> None:
+    code = ("ip = get_ipython()\nfor cb in list(ip.events.callbacks['pre_execute']):\n"
+            "    ip.events.unregister('pre_execute', cb)")
+    result = kernel.run(code, agent=True)
+    assert "tampering detected" in result.text
+    assert "guard blocked" in kernel.run(f"open({str(canaries.secret)!r})", agent=True).error
+
+
+def test_agent_context_in_process_and_install_is_idempotent(tmp_path: Path) -> None:
+    """Plain Python (no kernel): only agent_context() switches the guard on. Runs in a child process
+    because an audit hook can never be removed from the process that installs it."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    script = textwrap.dedent(f"""
+        import types, sys
+        m = types.ModuleType("_taskweaver_lab_guard")
+        exec(compile(open({str(GUARD_PATH)!r}).read(), "<taskweaver_lab guard>", "exec"), m.__dict__)
+        m.install(workspace={str(workspace)!r}); m.install(workspace={str(workspace)!r})
+        print(open({str(secret)!r}).read())
+        with m.agent_context():
+            try:
+                open({str(secret)!r})
+            except PermissionError as e:
+                print("BLOCKED", e)
+        print(open({str(secret)!r}).read())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "s" and lines[1].startswith("BLOCKED taskweaver_lab guard blocked open") and lines[2] == "s"
+
+
+OVERHEAD_SCRIPT = """
+import sys, time, types
+import numpy as np, pandas as pd
+def work():
+    df = pd.DataFrame({"k": np.arange(100_000) % 97, "v": np.random.default_rng(0).random(100_000)})
+    for _ in range(3):
+        df.groupby("k")["v"].agg(["mean", "std", "count"])
+        df2 = df.assign(w=df.v * 2).query("w > 1").sort_values("v")
+        df2.to_csv("o.csv", index=False); pd.read_csv("o.csv")
+def best(fn, n=7):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return min(times)
+def ids(n=200_000):   # id() raises the builtins.id audit event: a pure per-event cost probe
+    x = object()
+    for _ in range(n):
+        id(x)
+work()
+events = [0]
+sys.addaudithook(lambda e, a: events.__setitem__(0, events[0] + 1))   # a minimal hook as the baseline
+events[0] = 0; work(); per_workload = events[0]
+base_work, base_ids = best(work), best(ids)
+m = types.ModuleType("_taskweaver_lab_guard")
+exec(compile(open(sys.argv[1]).read(), "<guard>", "exec"), m.__dict__)
+m.install(workspace=".")
+inactive_work, inactive_ids = best(work), best(ids)
+with m.agent_context():
+    active_work, active_ids = best(work), best(ids)
+print(per_workload, base_work, inactive_work, active_work, base_ids, inactive_ids, active_ids)
+"""
+
+
+def test_guard_overhead_on_a_pandas_workload(tmp_path: Path) -> None:
+    """Per-event cost is measured directly (id() in a loop is one audit event per call) because
+    wall-clock deltas of a whole workload are within the noise of a shared 2-core machine."""
+    out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(GUARD_PATH)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    events, base_work, inactive_work, active_work, base_ids, inactive_ids, active_ids = map(
+        float, out.stdout.split())
+    inactive_ns = (inactive_ids - base_ids) / 200_000 * 1e9
+    active_ns = (active_ids - base_ids) / 200_000 * 1e9
+    print(f"\nguard: {events:.0f} audit events per pandas workload of {base_work * 1000:.0f} ms; extra cost per event "
+          f"{inactive_ns:.0f} ns inactive, {active_ns:.0f} ns active -> estimated overhead "
+          f"{events * inactive_ns / 1e9 / base_work * 100:.3f}% inactive, {events * active_ns / 1e9 / base_work * 100:.3f}% active; "
+          f"wall clock {base_work * 1000:.0f} / {inactive_work * 1000:.0f} / {active_work * 1000:.0f} ms (none/inactive/active)")
+    assert inactive_ns < 1000 and active_ns < 5000
+    assert events * active_ns / 1e9 < 0.05 * base_work
