@@ -183,7 +183,12 @@ class Session:
         return target
 
     def close(self) -> None:
-        self.executor.close()
+        flush = getattr(self.recorder, "flush", None)
+        try:
+            if flush:
+                flush()
+        finally:
+            self.executor.close()
 
     def __enter__(self) -> "Session":
         return self
