@@ -80,5 +80,6 @@ def test_guard_alone_stops_effectful_attacks(kernel: AgentKernel, canaries: Cana
     print(f"\nguard alone: {len(chosen) - len(escaped)}/{len(chosen)} effectful attacks blocked")
     assert not escaped, "\n".join(escaped)
     assert not canaries.leaks(results), canaries.leaks(results)
-    user = kernel.run("print(open('sales.csv').readline()[:4])", agent=False)   # user cells unaffected after
+    # user cells are unaffected afterwards (`io` re-imported: `from os import *` above shadowed `open`)
+    user = kernel.run("import io\nprint(io.open('sales.csv').readline()[:4])", agent=False)
     assert user.text.startswith("date") and not user.error
