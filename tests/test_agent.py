@@ -171,3 +171,60 @@ def test_prompt_size_does_not_grow_with_the_data(llm_server, workspace: Path) ->
         prompt = "".join(m["content"] for m in llm_server.requests[-1]["messages"])
         sizes.append(len(encoding.encode(prompt)))
     assert abs(sizes[0] - sizes[1]) / sizes[0] < 0.05, sizes
+
+
+def test_prompt_prefix_is_byte_identical_per_role_within_a_session(llm_server, workspace: Path) -> None:
+    """No timestamps or volatile data at the top: a provider's prompt cache can hit on every later call."""
+    for text in ("Count the rows of sales.csv.", "Count the regions of sales.csv."):
+        llm_server.add("planner", plan_reply(text), plan_reply("Done.", send_to="User", stop="Completed"))
+        llm_server.add("coder", code_reply("import pandas as pd\nlen(pd.read_csv('sales.csv'))"))
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / "cache.ipynb") as session:
+        session.chat("how many rows?")
+        session.chat("how many regions?")
+    for model in ("planner", "coder"):
+        requests = [r["messages"] for r in llm_server.requests if r["model"] == model]
+        assert len({json.dumps(r[0]) for r in requests}) == 1, model
+        assert all(later[: len(requests[0]) - 1] == requests[0][:-1] for later in requests[1:] if model == "planner")
+
+
+def test_slow_cell_is_interrupted_and_the_kernel_stays_usable(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Wait a minute, then set x."), plan_reply("It took too long.", send_to="User", stop="TaskFailure"))
+    llm_server.add("coder", code_reply("import time\ntime.sleep(60)\nx = 1"))
+    with TaskWeaverApp(config=agent_config(llm_server, execution_timeout=1.5)).create_session(notebook=workspace / "t.ipynb") as session:
+        session.chat("wait a minute")
+        assert "interrupted: the cell ran longer than 2 s" in json.dumps(llm_server.requests[-1]["messages"])
+        assert session.executor.execute("1 + 1", agent=False).ok
+    assert models(llm_server) == ["planner", "coder", "planner"]  # an interrupt is not retried
+
+
+def test_plot_is_recorded_as_an_image_and_listed_to_the_planner(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Plot monthly revenue and save it as revenue.png."), plan_reply("Plotted.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("import pandas as pd\nimport matplotlib.pyplot as plt\nsales = pd.read_csv('sales.csv')\n"
+                                       "sales.groupby('month')['revenue'].sum().plot()\nplt.savefig('revenue.png')\nplt.show()"))
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / "plot.ipynb") as session:
+        session.chat("plot monthly revenue")
+    cell = [c for c in nbformat.read(workspace / "plot.ipynb", 4).cells if c.cell_type == "code"][0]
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs)
+    assert cell.metadata["taskweaver_lab"]["artifacts"] == ["revenue.png"] and (workspace / "revenue.png").stat().st_size > 0
+    report = json.dumps(llm_server.requests[-1]["messages"])
+    assert "1 figure(s) displayed" in report and "[files written] revenue.png" in report
+    assert "iVBOR" not in report  # image bytes never reach the LLM
+
+
+def test_examples_from_example_dirs_reach_the_prompts(llm_server, workspace: Path) -> None:
+    from conftest import REPO
+
+    llm_server.add("planner", plan_reply("Hello.", send_to="User", stop="Completed"))
+    config = agent_config(llm_server, example_dirs=[str(REPO / "tests" / "fixtures" / "examples")])
+    with TaskWeaverApp(config=config).create_session(notebook=workspace / "e.ipynb") as session:
+        session.chat("detect anomalies in my time series")
+    system = [m["content"] for m in llm_server.requests[0]["messages"] if m["role"] == "system"]
+    assert any(text.startswith("Example conversation:") for text in system)
+
+
+def test_kernel_never_sees_the_servers_llm_key(llm_server, workspace: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("TASKWEAVER_LAB_SECRET_X", "internal")
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / "k.ipynb") as session:
+        seen = session.executor.execute("import os\nsorted(k for k in os.environ if 'KEY' in k or 'TASKWEAVER_LAB' in k)", agent=False)
+    assert "OPENAI_API_KEY" not in seen.summary and "TASKWEAVER_LAB_SECRET_X" not in seen.summary
