@@ -82,22 +82,15 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
 
 def save_example(args: argparse.Namespace) -> int:
-    from .examples import example_to_yaml
     from .notebook import read_notebook, steps_from_notebook
-    from .prompts import split_rounds
+    from .session import rounds_as_example
 
     path = Path(args.notebook)
     if not path.is_file():
         raise TaskWeaverLabError(f"No notebook at {path}.")
-    rounds = split_rounds(steps_from_notebook(read_notebook(path))[1])
-    if not rounds:
-        raise TaskWeaverLabError(f"{path} has no taskweaver_lab rounds to save.")
-    try:
-        picked = [rounds[n - 1] for n in args.round] if args.round else rounds[-1:]
-    except IndexError:
-        raise TaskWeaverLabError(f"{path} has {len(rounds)} round(s); pick --round between 1 and {len(rounds)}.") from None
-    Path(args.output).write_text(example_to_yaml(args.role, picked))
-    print(f"saved {len(picked)} round(s) to {args.output}")
+    history = steps_from_notebook(read_notebook(path))[1]
+    Path(args.output).write_text(rounds_as_example(history, args.role, args.round))
+    print(f"saved to {args.output}")
     return 0
 
 

@@ -33,6 +33,17 @@ Listener = Callable[[Step], None]
 GUARD_MODULE = "_taskweaver_lab_guard"
 
 
+def rounds_as_example(history: Sequence[Step], role: str, rounds: Sequence[int] | None = None) -> str:
+    """TaskWeaver example YAML of the given round numbers (default: the last round)."""
+    grouped = split_rounds(history)
+    if not grouped:
+        raise TaskWeaverLabError("There is no finished round to save yet.")
+    if rounds and not all(1 <= n <= len(grouped) for n in rounds):
+        raise TaskWeaverLabError(f"There are {len(grouped)} round(s); pick round numbers from 1 to {len(grouped)}.")
+    picked = [grouped[n - 1] for n in rounds] if rounds else grouped[-1:]
+    return example_to_yaml(role, picked)  # type: ignore[arg-type]
+
+
 class TaskWeaverApp:
     """Loads config, plugins and examples once; makes sessions."""
 
@@ -176,10 +187,8 @@ class Session:
     # --- examples and teardown --------------------------------------------------------------
     def save_example(self, path: str | os.PathLike[str], role: str = "planner", rounds: Sequence[int] | None = None) -> Path:
         """Save finished rounds (default: the last) as a TaskWeaver example YAML."""
-        grouped = split_rounds(self.history)
-        picked = [grouped[i - 1] for i in rounds] if rounds else grouped[-1:]
         target = Path(path)
-        target.write_text(example_to_yaml(role, picked))  # type: ignore[arg-type]
+        target.write_text(rounds_as_example(self.history, role, rounds))
         return target
 
     def close(self) -> None:
