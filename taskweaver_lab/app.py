@@ -1,8 +1,99 @@
-"""The jupyter_server extension (minimal placeholder; the server engineer replaces it)."""
+"""The jupyter_server extension: the composition root of the server side.
+
+Builds the ``TaskWeaverApp`` from the server's config (``c.TaskWeaverLab.*`` / ``--TaskWeaverLab.*``;
+the traitlets are declared once in ``config.py``), the ``TurnManager`` and the routes. Once the port is
+known it tells kernels where the server is (``TASKWEAVER_LAB_SERVER_URL``) and makes sure kernels
+started by this server never inherit the secrets in ``TaskWeaverLab.scrub_env``.
+"""
 from __future__ import annotations
 
+import asyncio
+import os
+from typing import Any
+
 from jupyter_server.extension.application import ExtensionApp
+
+from .config import NO_ENDPOINT_HELP, TaskWeaverLab
+from .secrets import scrubbed_env
+
+SERVER_URL_ENV = "TASKWEAVER_LAB_SERVER_URL"
 
 
 class TaskWeaverLabExtension(ExtensionApp):
     name = "taskweaver_lab"
+    description = "TaskWeaver's plan -> code -> verify -> run loop in the notebook's own kernel."
+    classes = [TaskWeaverLab]  # `jupyter lab --help-all` lists the TaskWeaverLab section
+
+    def initialize_settings(self) -> None:
+        from .session import TaskWeaverApp
+
+        self.core = TaskWeaverApp(traitlets_config=self.config)
+        self.config_section: TaskWeaverLab = self.core.config
+        self.turns: Any = None  # the TurnManager needs the running loop: see below
+        for problem in self.core.load_errors:
+            self.log.warning("taskweaver_lab: %s", problem)
+
+    def initialize_handlers(self) -> None:
+        from .handlers import routes
+
+        self.handlers.extend(routes())
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        from .turns import TurnManager
+
+        url = server_url(serverapp)
+        if url:
+            os.environ[SERVER_URL_ENV] = url
+        scrub_kernel_env(serverapp.kernel_manager, list(self.config_section.scrub_env), url)
+        self.turns = TurnManager(self.core, serverapp, asyncio.get_running_loop(), self.ydoc)
+        self.log.info("taskweaver_lab: %s; kernels reach the server at %s",
+                      "LLM endpoint configured" if self.configured else "no LLM endpoint configured", url or "(unix socket)")
+
+    async def stop_extension(self) -> None:
+        if self.turns is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.turns.close)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.config_section.base_url or self.config_section.api_key)
+
+    def ydoc(self) -> Any | None:
+        """The collaboration extension when it is loaded (looked up late: load order varies)."""
+        return self.serverapp.web_app.settings.get("jupyter_server_ydoc") if self.serverapp else None
+
+    def status(self) -> dict[str, Any]:
+        """``GET status``: what the sidebar needs; never the key."""
+        config = self.config_section
+        return {"configured": self.configured, "help": "" if self.configured else NO_ENDPOINT_HELP,
+                "models": {"planner": config.model_for("planner"), "code_generator": config.model_for("code_generator")},
+                "rtc": self.ydoc() is not None, "approval": config.approval,
+                "load_errors": list(self.core.load_errors)}
+
+
+def server_url(serverapp: Any) -> str:
+    """The URL kernels on this machine use to reach the server (loopback when listening on all interfaces)."""
+    if getattr(serverapp, "sock", ""):
+        return ""  # a unix socket: the magic runs in-process
+    host = serverapp.ip
+    if host in ("", "0.0.0.0", "*", "::", "localhost"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if getattr(serverapp, "certfile", "") else "http"
+    return f"{scheme}://{host}:{serverapp.port}{serverapp.base_url}"
+
+
+def scrub_kernel_env(kernel_manager: Any, patterns: list[str], url: str) -> None:
+    """Every kernel this server starts (and restarts: jupyter_client reuses the launch env) gets a
+    copy of the env without the secrets. The server itself keeps them (its LLM client and other
+    extensions may need them)."""
+    original = kernel_manager.start_kernel
+
+    async def start_kernel(*args: Any, **kwargs: Any) -> Any:
+        env = scrubbed_env(kwargs.get("env") or os.environ, patterns)
+        if url:  # TASKWEAVER_LAB_* is scrubbed by default, but this one the kernel needs
+            env[SERVER_URL_ENV] = url
+        kwargs["env"] = env
+        return await original(*args, **kwargs)
+
+    kernel_manager.start_kernel = start_kernel

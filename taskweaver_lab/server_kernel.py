@@ -1,0 +1,161 @@
+"""The notebook's running kernel, seen from the server: a dedicated client, interrupt, liveness.
+
+The server's kernel manager is asyncio code on the server loop; turns run in worker threads. So
+interrupts are handed to the loop (fire and forget: Stop must never wait on the loop it runs on), and
+liveness checks, made from worker threads only, wait for the loop's answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import time
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_core.utils import ensure_async
+
+from .kernel import KernelExecutor
+from .steps import Execution, TaskWeaverLabError
+
+log = logging.getLogger("taskweaver_lab.kernel")
+
+# Raises KeyboardInterrupt in the subshell's thread. SIGINT only reaches the main thread, so this is
+# the only way to stop agent code on a subshell; it takes effect at the next Python bytecode
+# (a pure-Python loop stops, a blocking C call such as time.sleep finishes first).
+_RAISE_IN_THREAD = """
+def _twl_stop(name):
+    import ctypes, threading
+    for thread in threading.enumerate():
+        if thread.name == name and thread.ident:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
+_twl_stop({name!r})
+del _twl_stop
+"""
+
+
+class ServerKernel:
+    """One running kernel of the server's kernel manager, by id."""
+
+    def __init__(self, kernel_manager: Any, kernel_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.kernel_manager, self.kernel_id, self.loop = kernel_manager, kernel_id, loop
+        self.subshell_id: str | None = None
+        provisioner = getattr(self.manager, "provisioner", None)
+        # A restart keeps the kernel id but starts a new process (new provisioner): the session must
+        # set the kernel up again.
+        self.process_key = (id(provisioner), getattr(provisioner, "pid", None))
+
+    @classmethod
+    def find(cls, kernel_manager: Any, kernel_id: str, loop: asyncio.AbstractEventLoop) -> "ServerKernel":
+        if not kernel_id or kernel_id not in kernel_manager:
+            raise LookupError(f"Kernel {kernel_id or '(none)'} is not running on this server. Start or select the "
+                              "notebook's kernel, then send the message again.")
+        return cls(kernel_manager, kernel_id, loop)
+
+    @property
+    def manager(self) -> Any:
+        return self.kernel_manager.get_kernel(self.kernel_id)
+
+    @property
+    def key(self) -> bytes:
+        return bytes(self.manager.session.key or b"")
+
+    def same_process(self, other: "ServerKernel") -> bool:
+        return other.kernel_id == self.kernel_id and other.process_key == self.process_key
+
+    def client(self) -> BlockingKernelClient:
+        """A dedicated blocking client whose iopub is subscribed before it is used."""
+        client = BlockingKernelClient()
+        # session=False: only then does the info carry the signing key (session=True carries a Session object instead)
+        client.load_connection_info(self.manager.get_connection_info(session=False))
+        client.start_channels()
+        wait_for_iopub(client)
+        return client
+
+    def interrupt(self) -> None:
+        future = asyncio.run_coroutine_threadsafe(ensure_async(self.kernel_manager.interrupt_kernel(self.kernel_id)), self.loop)
+        future.add_done_callback(lambda f: f.exception() and log.warning("interrupting %s failed: %s", self.kernel_id, f.exception()))
+
+    def is_alive(self) -> bool:
+        """(worker threads only) False once the kernel is gone or its process died."""
+        if self.kernel_id not in self.kernel_manager:
+            return False
+        future = asyncio.run_coroutine_threadsafe(ensure_async(self.manager.is_alive()), self.loop)
+        try:
+            return bool(future.result(timeout=10))
+        except Exception:
+            return True  # a slow loop is not a dead kernel
+
+    def raise_in_subshell(self, subshell_id: str) -> None:
+        """(a worker thread) Best-effort KeyboardInterrupt in a subshell, through a separate client + subshell."""
+        client = self.client()
+        try:
+            stopper = KernelExecutor(client, ".", lambda: None)
+            stopper.use_subshell()
+            stopper.bootstrap(_RAISE_IN_THREAD.format(name=f"subshell-{subshell_id}"), "the stop")
+        except TaskWeaverLabError as exc:
+            log.warning("could not interrupt subshell %s: %s", subshell_id, exc)
+        finally:
+            client.stop_channels()
+
+
+def wait_for_iopub(client: BlockingKernelClient, timeout: float = 10.0) -> None:
+    """Avoid ZMQ's slow joiner: until iopub is subscribed, the first execution's messages are lost.
+
+    Asks on the control channel (answered even while the main shell runs a long user cell) until
+    iopub delivers something.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        client.control_channel.send(client.session.msg("kernel_info_request", {}))
+        try:
+            client.get_iopub_msg(timeout=0.2)
+            return
+        except queue.Empty:
+            continue
+    raise TaskWeaverLabError("The kernel does not answer (no iopub messages in 10 s). Is it still running?")
+
+
+class ServerKernelExecutor(KernelExecutor):
+    """The executor on a server kernel: Stop interrupts only while our code runs.
+
+    Interrupting otherwise would hit whatever the user is running in the same kernel.
+    """
+
+    def __init__(self, kernel: ServerKernel, client: BlockingKernelClient, workspace: str, summary_chars: int,
+                 redact: Any) -> None:
+        super().__init__(client, workspace, kernel.interrupt, kernel.is_alive, summary_chars, redact)
+        self.kernel = kernel
+        self.running = False
+
+    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
+        self.running = True
+        try:
+            return super().execute(code, agent=agent, timeout=timeout)
+        finally:
+            self.running = False
+
+    def interrupt(self) -> None:
+        if not self.running:
+            return
+        if self.subshell_id:  # a magic turn: SIGINT would hit the waiting %%taskweaver cell instead
+            self._interrupted.set()
+            subshell = self.subshell_id
+            self.kernel.loop.run_in_executor(None, self.kernel.raise_in_subshell, subshell)
+            return
+        super().interrupt()
+
+
+def attach_executor(kernel: ServerKernel, workspace: str, app: Any) -> ServerKernelExecutor:
+    """(worker thread) An executor on the running kernel; setup code will use a subshell when there is one."""
+    try:
+        client = kernel.client()
+    except Exception as exc:
+        log.exception("connecting to kernel %s failed", kernel.kernel_id)
+        raise TaskWeaverLabError(f"Cannot connect to kernel {kernel.kernel_id}: {exc}") from exc
+    executor = ServerKernelExecutor(kernel, client, workspace, app.config.summary_chars, app._redact)
+    try:
+        kernel.subshell_id = executor.use_subshell()
+    except TaskWeaverLabError:
+        kernel.subshell_id = None  # ipykernel < 7: sidebar turns still work, the magic runs in-process
+    return executor
