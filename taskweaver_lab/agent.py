@@ -99,7 +99,7 @@ class Agent:
         """None: feed the rejection back. Rebinding the user's variables needs the user's yes."""
         needs_user = not verdict.ok and all(v.rule == "namespace" for v in verdict.violations)
         if verdict.ok and turn.approve is None:
-            return ("run", draft.code)
+            return ("run", verdict.checked_source or draft.code)  # exactly what was checked
         if (verdict.ok or needs_user) and turn.approve is not None:
             action, code = turn.approve(draft, verdict)
             return (action if action != "run" or verdict.ok else "edit", code or draft.code)

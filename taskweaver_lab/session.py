@@ -25,7 +25,7 @@ from .notebook import FileRecorder, Recorder, cell_for, read_notebook, steps_fro
 from .planner import Planner
 from .plugins import PluginSpec, kernel_bootstrap_code, load_plugins, select_plugins
 from .prompts import split_rounds
-from .secrets import redact
+from .secrets import redact, scrubbed_env
 from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
 from .verifier import DEFAULT_ALLOWED_MODULES, Policy
 
@@ -73,7 +73,14 @@ class TaskWeaverApp:
         return session
 
     def _redact(self, text: str) -> str:
-        return redact(text, [s for s in (self.config.api_key,) if s])
+        return redact(text, self.known_secrets)
+
+    @property
+    def known_secrets(self) -> list[str]:
+        """The key plus every value of an env name we scrub (Jupyter tokens, other providers' keys)."""
+        kept = scrubbed_env(os.environ, self.config.scrub_env)
+        values = [self.config.api_key] + [v for k, v in os.environ.items() if k not in kept]
+        return [v for v in values if len(v) >= 8]
 
     def plugins_text(self, query: str) -> str:
         chosen = select_plugins(self.plugins, query, self.config.max_plugins_in_prompt)
