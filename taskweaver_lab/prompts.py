@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from .steps import Answer, Draft, Execution, Plan, Step, UserMessage
+from .steps import Draft, Execution, Plan, Step, UserMessage
 
 Messages = list[dict[str, str]]
 TEMPLATES = Path(__file__).parent / "prompts"
@@ -43,13 +43,16 @@ def execution_report(execution: Execution) -> str:
     return f"CodeInterpreter (step {execution.step}, {status}):\n{data_block(execution.summary)}"
 
 
+def _system_messages(role: str, functions_intro: str, functions: str, examples: Sequence[Any]) -> Messages:
+    """Static template, then this request's functions, then its examples (in cache-friendly order)."""
+    system = template(role) + (f"\n\n{functions_intro}\n{functions}" if functions else "")
+    label = "Example conversation:\n" if role == "planner" else "Example:\n"
+    return [{"role": "system", "content": system}] + [
+        {"role": "system", "content": label + render_example(example)} for example in examples]
+
+
 def planner_messages(history: Sequence[Step], capabilities: str, examples: Sequence[Any] = ()) -> Messages:
-    system = template("planner")
-    if capabilities:
-        system += "\n\nThe CodeInterpreter can also call these functions:\n" + capabilities
-    messages: Messages = [{"role": "system", "content": system}]
-    for example in examples:
-        messages.append({"role": "system", "content": "Example conversation:\n" + render_example(example)})
+    messages = _system_messages("planner", "The CodeInterpreter can also call these functions:", capabilities, examples)
     rounds = split_rounds(history)
     for index, steps in enumerate(rounds):
         compact = index < len(rounds) - FULL_ROUNDS
@@ -82,12 +85,8 @@ def _round_messages(steps: Sequence[Step], compact: bool) -> Messages:
 def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
                   feedback: Sequence[tuple[Draft, str]] = (), examples: Sequence[Any] = ()) -> Messages:
     """Messages for one Code Generator attempt; ``feedback`` holds earlier drafts and what went wrong."""
-    system = template("code_generator")
-    if plugins_text:
-        system += "\n\nThese functions are already defined in the kernel (call them, never import them):\n" + plugins_text
-    messages: Messages = [{"role": "system", "content": system}]
-    for example in examples:
-        messages.append({"role": "system", "content": "Example:\n" + render_example(example)})
+    messages = _system_messages("code_generator", "These functions are already defined in the kernel "
+                                "(call them, never import them):", plugins_text, examples)
     context = f"Kernel variables: {variables or 'none yet'}\nUser request: {request}\nTask: {task.message}"
     messages.append({"role": "user", "content": context})
     for draft, problem in feedback:
@@ -106,11 +105,3 @@ def render_example(example: Any) -> str:
     """An ``examples.Example`` as compact turns: 'User: ...', 'Planner: {...}', 'Code: ...', 'Result: ...'."""
     names = {"user": "User", "planner": "Planner", "code": "Code", "result": "Result"}
     return "\n".join(f"{names.get(t.role, t.role)}: {t.text}" for t in example.turns)
-
-
-def final_answer_text(history: Sequence[Step]) -> str:
-    """The last answer given, for compact summaries and resumed sessions."""
-    for step in reversed(history):
-        if isinstance(step, Answer):
-            return step.text
-    return ""
