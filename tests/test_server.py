@@ -88,3 +88,98 @@ async def test_turn_runs_in_the_notebook_kernel_and_lands_in_the_file(
     assert snapshot["session_id"] == accepted["session_id"] and not snapshot["busy"]
     assert [e["kind"] for e in snapshot["events"]][0] == "user" and snapshot["events"][-1]["kind"] == "answer"
     ws.close()
+
+    # A server restart loses no finished round: a fresh registry rebuilds the chat from the notebook.
+    from taskweaver_lab.turns import TurnManager
+
+    ext = await started(jp_serverapp)
+    ext.turns = TurnManager(ext.core, jp_serverapp, asyncio.get_running_loop(), ext.ydoc)
+    restored = as_json(await jp_fetch(NS, "sessions", params={"path": "nb.ipynb"}))
+    assert restored["session_id"] == accepted["session_id"]
+    assert [e["kind"] for e in restored["events"]] == [e["kind"] for e in snapshot["events"]]
+
+
+async def test_frontend_mode_stop_and_a_usable_kernel(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any,
+                                                     jp_root_dir: Path, llm_server: Any) -> None:
+    """record=frontend: the sidebar inserts the cells. Stop interrupts a long cell; the kernel stays usable."""
+    await started(jp_serverapp)
+    notebook = make_notebook(jp_root_dir)
+    kernel_id = await open_notebook_kernel(jp_fetch, "nb.ipynb")
+    ws = await jp_ws_fetch(NS, "events", params={"path": "nb.ipynb"})
+    llm_server.add("planner", plan_reply("Wait a long time."))
+    llm_server.add("coder", code_reply("import time\ntime.sleep(30)"))
+    body = {"path": "nb.ipynb", "kernel_id": kernel_id, "message": "sleep", "record": "frontend"}
+    accepted = as_json(await post(jp_fetch, "turns", body=body))
+    assert accepted["record"] == "frontend"
+    await read_until(ws, lambda e: e["event"]["kind"] == "verdict")
+    await asyncio.sleep(0.5)  # the cell is running now
+    stopped_at = time.monotonic()
+    assert as_json(await post(jp_fetch, "turns", accepted["turn_id"], "stop"))["stopped"] is True
+    envelopes = await read_until(ws, turn_ended, timeout=10)
+    assert time.monotonic() - stopped_at < 5
+    execution = next(e["event"] for e in envelopes if e["event"]["kind"] == "execution")
+    assert execution["interrupted"] and "KeyboardInterrupt" in execution["error"]
+    assert envelopes[-2]["event"]["kind"] == "answer" and "Stopped" in envelopes[-2]["event"]["text"]
+    cells = [e["event"] for e in envelopes if e["event"]["kind"] == "cell"]
+    assert cells and all(c["insert"] for c in cells)
+    assert any(c["cell"]["cell_type"] == "code" and "time.sleep(30)" in c["cell"]["source"] for c in cells)
+    assert nbformat.read(notebook, 4).cells == []  # the frontend records, not the server
+
+    script_one_step(llm_server, "print('alive')")
+    accepted = as_json(await post(jp_fetch, "turns", body=body))
+    envelopes = await read_until(ws, turn_ended)
+    execution = next(e["event"] for e in envelopes if e["event"]["kind"] == "execution")
+    assert execution["ok"] and execution["outputs"][0]["text"] == "alive\n"
+    ws.close()
+
+
+async def test_approval_run_skip_and_refusals(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any,
+                                              jp_root_dir: Path, llm_server: Any) -> None:
+    ext = await started(jp_serverapp)
+    notebook = make_notebook(jp_root_dir)
+    make_notebook(jp_root_dir, "other.ipynb")
+    kernel_id = await open_notebook_kernel(jp_fetch, "nb.ipynb")
+    ws = await jp_ws_fetch(NS, "events", params={"path": "nb.ipynb"})
+    llm_server.add("planner", plan_reply("Make a.", plan=["make a", "make b"]),
+                   plan_reply("Make b.", plan=["make a", "make b"], step=2), plan_reply("Done.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("a = 1\nprint('ran a')"), code_reply("b = 2\nprint('ran b')"))
+    body = {"path": "nb.ipynb", "kernel_id": kernel_id, "message": "a then b", "approval": "approve"}
+    turn_id = as_json(await post(jp_fetch, "turns", body=body))["turn_id"]
+    first = await read_until(ws, lambda e: e["event"]["kind"] == "approval")
+    assert first[-1]["event"]["draft"]["code"].startswith("a = 1") and first[-1]["event"]["verdict"]["ok"]
+
+    # While it waits: a clear 4xx for every wrong request.
+    refusals = {
+        409: await post(jp_fetch, "turns", body=body),
+        404: await post(jp_fetch, "turns", body={**body, "path": "missing.ipynb"}),
+    }
+    dead_kernel = await post(jp_fetch, "turns", body={**body, "path": "other.ipynb", "kernel_id": "0" * 32})
+    not_notebook = await post(jp_fetch, "turns", body={**body, "path": "data.csv"})
+    empty = await post(jp_fetch, "turns", body={**body, "message": "  "})
+    bad_action = await post(jp_fetch, "turns", turn_id, "approve", body={"action": "maybe"})
+    unknown = await post(jp_fetch, "turns", "abcdef123456", "stop")
+    assert refusals[409].code == 409 and "already running" in as_json(refusals[409])["error"]
+    assert refusals[404].code == 404 and "missing.ipynb does not exist" in as_json(refusals[404])["error"]
+    assert dead_kernel.code == 404 and "is not running" in as_json(dead_kernel)["error"]
+    assert (not_notebook.code, empty.code, bad_action.code, unknown.code) == (400, 400, 400, 404)
+
+    assert (await post(jp_fetch, "turns", turn_id, "approve", body={"action": "run"})).code == 200
+    second = await read_until(ws, lambda e: e["event"]["kind"] == "approval")
+    assert second[-1]["event"]["draft"]["code"].startswith("b = 2")
+    await post(jp_fetch, "turns", turn_id, "approve", body={"action": "skip"})
+    envelopes = await read_until(ws, turn_ended)
+    assert envelopes[-1]["event"]["state"] == "finished"
+    executions = [e["event"] for e in first + second + envelopes if e["event"]["kind"] == "execution"]
+    assert [(x["ok"], x["code"] != "") for x in executions] == [(True, True), (False, False)]
+    assert "skipped" in executions[1]["summary"]
+    code_cells = [c for c in nbformat.read(notebook, 4).cells if c.cell_type == "code"]
+    assert [c.source for c in code_cells] == ["a = 1\nprint('ran a')"]  # the skipped step never ran
+
+    # No endpoint configured: the first-run help, not a failure deep in a turn.
+    config = ext.config_section
+    config.base_url, config.api_key = "", ""
+    status = as_json(await jp_fetch(NS, "status"))
+    assert status["configured"] is False and "OPENAI_BASE_URL" in status["help"] and API_KEY not in json.dumps(status)
+    unconfigured = await post(jp_fetch, "turns", body={**body, "approval": "auto"})
+    assert unconfigured.code == 412 and "OPENAI_BASE_URL" in as_json(unconfigured)["error"]
+    ws.close()
