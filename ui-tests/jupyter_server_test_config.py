@@ -21,3 +21,5 @@ else:
     c.TaskWeaverLab.base_url = ""  # noqa: F821
 if os.environ.get("TW_UI_RTC", "1") == "0":
     c.YDocExtension.disable_rtc = True  # noqa: F821
+if os.environ.get("TW_UI_STUB") == "1":  # protocol stub for sidebar checks without an LLM (never in CI)
+    c.ServerApp.jpserver_extensions.update({"tw_protocol_stub": True, "taskweaver_lab": False})  # noqa: F821

@@ -55,3 +55,13 @@ module.exports = {
   ]
 };
 module.exports.LLM_PORT = LLM_PORT;
+
+// TW_UI_STUB=1: only the protocol stub (stub/tw_protocol_stub.py) on 8891, to check the sidebar without the
+// real server side or an LLM. Never part of CI.
+if (process.env.TW_UI_STUB === '1') {
+  const stub = server(8891, { TW_UI_LLM_PORT: '', TW_UI_RTC: '0', TW_UI_STUB: '1', PYTHONPATH: `${__dirname}/stub` });
+  module.exports.projects = [
+    { name: 'stub', testMatch: /stub\.spec\.ts/, use: { baseURL: 'http://localhost:8891' } }
+  ];
+  module.exports.webServer = [stub];
+}

@@ -68,7 +68,8 @@ export async function serverSideReady(page: IJupyterLabPageFixture): Promise<boo
 }
 
 export async function openSidebar(page: IJupyterLabPageFixture): Promise<void> {
-  await page.sidebar.openTab(SIDEBAR_ID);
+  // The extension's own command (activateById) is deterministic across reloads, unlike toggling the tab.
+  await page.evaluate(() => (window as any).jupyterapp.commands.execute('taskweaver:open'));
   await expect(page.locator('.jp-TaskWeaver-panel')).toBeVisible();
 }
 
@@ -88,4 +89,18 @@ export async function sendMessage(page: IJupyterLabPageFixture, text: string): P
 export async function screenshot(page: IJupyterLabPageFixture, name: string): Promise<void> {
   fs.mkdirSync(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SCREENSHOTS, name) });
+}
+
+/** Reloads Lab and makes sure `name` is open (restored by the workspace, or opened again) with the sidebar. */
+export async function reloadWithNotebook(page: IJupyterLabPageFixture, name: string): Promise<void> {
+  await page.reload();
+  await page.locator('#jp-main-dock-panel').waitFor();
+  const tab = page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab', { hasText: name });
+  if ((await tab.count()) === 0) {
+    await page.filebrowser.open(name);
+  } else {
+    await tab.first().click();
+  }
+  await page.locator('.jp-NotebookPanel').first().waitFor();
+  await openSidebar(page);
 }

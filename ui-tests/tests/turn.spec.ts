@@ -8,6 +8,7 @@ import {
   codeReply,
   notebookWithSidebar,
   planReply,
+  reloadWithNotebook,
   screenshot,
   sendMessage,
   serverSideReady,
@@ -96,9 +97,7 @@ test('reloading the page restores the chat from the notebook record', async ({ p
     await sendMessage(page, 'What is 6 times 7?');
     await expect(page.locator('.jp-TaskWeaver-answer')).toContainText('42', { timeout: 60000 });
     await page.waitForTimeout(2000); // autosave / frontend save
-    await page.reload();
-    await page.notebook.open(name);
-    await page.sidebar.openTab('jp-TaskWeaver-sidebar');
+    await reloadWithNotebook(page, name);
     await expect(page.locator('.jp-TaskWeaver-userMessage')).toContainText('6 times 7', { timeout: 30000 });
     await expect(page.locator('.jp-TaskWeaver-answer')).toContainText('42');
   } finally {
