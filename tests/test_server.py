@@ -34,15 +34,13 @@ async def kernel_eval(serverapp: Any, kernel_id: str, code: str) -> str:
     """Run ``code`` in the user's kernel on its own client; returns the stdout."""
     client = serverapp.kernel_manager.get_kernel(kernel_id).client()
     client.start_channels()
+    out: list[dict[str, Any]] = []
     try:
         reply = await client.execute_interactive(code, timeout=20, output_hook=lambda msg: out.append(msg))
     finally:
         client.stop_channels()
     assert reply["content"]["status"] == "ok", reply
     return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
-
-
-out: list[dict[str, Any]] = []
 
 
 async def test_turn_runs_in_the_notebook_kernel_and_lands_in_the_file(
@@ -183,3 +181,84 @@ async def test_approval_run_skip_and_refusals(jp_serverapp: Any, jp_fetch: Any, 
     unconfigured = await post(jp_fetch, "turns", body={**body, "approval": "auto"})
     assert unconfigured.code == 412 and "OPENAI_BASE_URL" in as_json(unconfigured)["error"]
     ws.close()
+
+
+# Runs in the kernel's MAIN shell, blocking it the way %%taskweaver does, while the turn's code runs on a subshell.
+MAGIC_CLIENT = r'''
+import json, os, time, urllib.request, urllib.parse
+from ipykernel.connect import get_connection_file
+from taskweaver_lab.kernel_auth import sign_headers
+_kid = os.path.basename(get_connection_file())[len("kernel-"):-len(".json")]
+_base = os.environ["TASKWEAVER_LAB_SERVER_URL"]
+def _call(method, rel, body=None, query=""):
+    url = _base + rel
+    data = json.dumps(body) if body is not None else ""
+    headers = sign_headers(get_ipython().kernel.session.key, _kid, method, urllib.parse.urlparse(url).path, data)
+    request = urllib.request.Request(url + query, data=data.encode() if method == "POST" else None, method=method,
+                                     headers={**headers, "Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=40).read())
+_turn = _call("POST", "taskweaver_lab/kernel/turns", {"message": "make magic_value", "cell_id": "magic-cell"})
+_after, _events = 0, []
+while True:
+    _page = _call("GET", f"taskweaver_lab/kernel/turns/{_turn['turn_id']}/events", query=f"?after={_after}&timeout=10")
+    _events += _page["events"]; _after = _page["next"]
+    if _page["done"]:
+        break
+print(_turn["record"], [e["event"]["kind"] for e in _events if e["event"]["kind"] in ("answer", "turn")][-2:], magic_value)
+'''
+
+
+async def test_magic_endpoint_from_inside_the_kernel(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any,
+                                                     jp_root_dir: Path, llm_server: Any) -> None:
+    """The kernel authenticates with its own key; its turn runs on a subshell while the main shell waits
+    (no deadlock); cells go below the magic cell; the sidebar's socket sees the magic's turn."""
+    await started(jp_serverapp)
+    cells = [code_cell("%%taskweaver\nmake magic_value", "magic-cell"), code_cell("print('below')", "next-cell")]
+    notebook = make_notebook(jp_root_dir, cells=cells)
+    kernel_id = await open_notebook_kernel(jp_fetch, "nb.ipynb")
+    script_one_step(llm_server, "import time\ntime.sleep(1)\nmagic_value = 99\nprint(magic_value)", "magic_value is 99.")
+    printed = await kernel_eval(jp_serverapp, kernel_id, MAGIC_CLIENT)
+    assert printed.split() == ["file", "['answer',", "'turn']", "99"], printed
+    sources = [c.source for c in nbformat.read(notebook, 4).cells]
+    assert sources[0].startswith("%%taskweaver") and sources[-1] == "print('below')"
+    assert any("magic_value = 99" in s for s in sources[1:-1])  # directly below the magic cell, before the next
+
+    # With the sidebar watching, the magic's turn is in its chat, and cells come with their anchor.
+    ws = await jp_ws_fetch(NS, "events", params={"path": "nb.ipynb"})
+    script_one_step(llm_server, "magic_value += 1\nprint(magic_value)", "Now 100.")
+    printed = await kernel_eval(jp_serverapp, kernel_id, MAGIC_CLIENT)
+    assert printed.split()[0] == "frontend" and printed.split()[-1] == "100"
+    envelopes = await read_until(ws, turn_ended)
+    cell_events = [e["event"] for e in envelopes if e["event"]["kind"] == "cell"]
+    assert cell_events[0]["after_cell_id"] == "magic-cell" and cell_events[0]["insert"]
+    assert cell_events[1]["after_cell_id"] == cell_events[0]["cell"]["id"]
+    snapshot = as_json(await jp_fetch(NS, "sessions", params={"path": "nb.ipynb"}))
+    assert [e["text"] for e in snapshot["events"] if e["kind"] == "user"] == ["make magic_value"] * 2
+    ws.close()
+
+
+async def test_kernel_endpoint_refuses_bad_signatures(jp_serverapp: Any, jp_fetch: Any, jp_root_dir: Path,
+                                                      llm_server: Any) -> None:
+    await started(jp_serverapp)
+    make_notebook(jp_root_dir)
+    kernel_id = await open_notebook_kernel(jp_fetch, "nb.ipynb")
+    key = jp_serverapp.kernel_manager.get_kernel(kernel_id).session.key
+    url_path = f"{jp_serverapp.base_url}{NS}/kernel/turns"
+    body = json.dumps({"message": "hi"})
+
+    async def attempt(headers: dict[str, str]) -> Any:
+        return await jp_fetch(NS, "kernel", "turns", method="POST", body=body, raise_error=False,
+                              headers={"Authorization": "", **headers})
+
+    no_signature = await attempt({})
+    wrong_key = await attempt(signed(b"not-the-key", kernel_id, "POST", url_path, body))
+    stale = await attempt(signed(key, kernel_id, "POST", url_path, body, now=time.time() - 120))
+    other_body = await attempt(signed(key, kernel_id, "POST", url_path, json.dumps({"message": "other"})))
+    assert [r.code for r in (no_signature, wrong_key, stale, other_body)] == [403] * 4
+    assert "off" in as_json(stale)["error"] and "Bad kernel signature" in as_json(wrong_key)["error"]
+
+    llm_server.add("planner", plan_reply("Hello.", send_to="User", stop="Completed"))
+    good = signed(key, kernel_id, "POST", url_path, body)
+    assert (await attempt(good)).code == 202
+    replay = await attempt(good)
+    assert replay.code == 403 and "replay" in as_json(replay)["error"]
