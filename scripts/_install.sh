@@ -8,6 +8,9 @@ die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 install_extension() {
   local extras=${1:-}
   command -v node >/dev/null || die "node (>=20) is required to build the labextension"
+  step "pip install jupyterlab (provides jlpm, needed before the frontend build)"
+  python -m pip install -q "jupyterlab>=4.0.0,<5" "hatch-jupyter-builder>=0.5" hatchling hatch-nodejs-version \
+    || die "pip install jupyterlab failed"
   step "jlpm install (frontend dependencies, yarn.lock is authoritative)"
   jlpm install --immutable || die "jlpm install failed"
   step "pip install -e .${extras}"
