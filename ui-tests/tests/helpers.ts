@@ -93,7 +93,9 @@ export async function screenshot(page: IJupyterLabPageFixture, name: string): Pr
 
 /** Reloads Lab and makes sure `name` is open (restored by the workspace, or opened again) with the sidebar. */
 export async function reloadWithNotebook(page: IJupyterLabPageFixture, name: string): Promise<void> {
-  await page.reload();
+  // galata's page.reload() waits on a tab state this layout never reaches; a plain browser reload is enough.
+  await page.evaluate(() => window.location.reload());
+  await page.waitForFunction(() => (window as any).jupyterapp?.started, undefined, { timeout: 60000 });
   await page.locator('#jp-main-dock-panel').waitFor();
   const tab = page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab', { hasText: name });
   if ((await tab.count()) === 0) {
