@@ -385,6 +385,8 @@ class ServerLink:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
         url = self.base_url + "taskweaver_lab/kernel/" + path
+        if method == "POST":  # the server refuses a repeated signature (replay): two equal requests in a second differ
+            body = {**(body or {}), "nonce": uuid.uuid4().hex}
         data = json.dumps(body).encode() if body is not None else b""
         request = urllib.request.Request(url, data=data if method == "POST" else None, method=method,
                                          headers=self.headers(method, urlsplit(url).path, data))
@@ -477,8 +479,8 @@ def _stop(link: ServerLink, turn_id: str, view: TurnView, after: int) -> None:
     while time.monotonic() < deadline:
         try:
             if not stopped:
+                stopped = True   # once: the server's stop may interrupt this kernel (main shell) again
                 link.call("POST", f"turns/{turn_id}/stop", {})
-                stopped = True
             after, done = _poll(link, turn_id, view, after)
             if done:
                 return
