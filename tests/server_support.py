@@ -104,3 +104,16 @@ def code_cell(source: str, cell_id: str) -> Any:
     cell = new_code_cell(source)
     cell["id"] = cell_id
     return cell
+
+
+async def kernel_eval(serverapp: Any, kernel_id: str, code: str) -> str:
+    """Run ``code`` in the user's kernel on its own client; returns the stdout."""
+    client = serverapp.kernel_manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    out: list[dict[str, Any]] = []
+    try:
+        reply = await client.execute_interactive(code, timeout=20, output_hook=lambda msg: out.append(msg))
+    finally:
+        client.stop_channels()
+    assert reply["content"]["status"] == "ok", reply
+    return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")

@@ -14,7 +14,7 @@ import pytest
 from taskweaver_lab.testing import code_reply, plan_reply
 
 from conftest import API_KEY
-from server_support import (NS, as_json, code_cell, kinds, make_notebook, open_notebook_kernel, post, read_until,
+from server_support import (NS, as_json, code_cell, kernel_eval, kinds, make_notebook, open_notebook_kernel, post, read_until,
                             server_config, signed, started, turn_ended, wait_for_file)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -28,19 +28,6 @@ def jp_server_config(llm_server: Any) -> dict[str, Any]:
 def script_one_step(llm: Any, code: str, answer: str = "Done.") -> None:
     llm.add("planner", plan_reply("Run the step."), plan_reply(answer, send_to="User", stop="Completed"))
     llm.add("coder", code_reply(code))
-
-
-async def kernel_eval(serverapp: Any, kernel_id: str, code: str) -> str:
-    """Run ``code`` in the user's kernel on its own client; returns the stdout."""
-    client = serverapp.kernel_manager.get_kernel(kernel_id).client()
-    client.start_channels()
-    out: list[dict[str, Any]] = []
-    try:
-        reply = await client.execute_interactive(code, timeout=20, output_hook=lambda msg: out.append(msg))
-    finally:
-        client.stop_channels()
-    assert reply["content"]["status"] == "ok", reply
-    return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
 
 
 async def test_turn_runs_in_the_notebook_kernel_and_lands_in_the_file(
