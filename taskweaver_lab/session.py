@@ -26,7 +26,7 @@ from .planner import Planner
 from .plugins import PluginSpec, kernel_bootstrap_code, load_plugins, select_plugins
 from .prompts import split_rounds
 from .secrets import redact, scrubbed_env
-from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
+from .steps import Answer, Draft, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
 from .verifier import DEFAULT_ALLOWED_MODULES, Policy
 
 Listener = Callable[[Step], None]
