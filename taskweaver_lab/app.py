@@ -22,7 +22,7 @@ SERVER_URL_ENV = "TASKWEAVER_LAB_SERVER_URL"
 class TaskWeaverLabExtension(ExtensionApp):
     name = "taskweaver_lab"
     description = "TaskWeaver's plan -> code -> verify -> run loop in the notebook's own kernel."
-    classes = [TaskWeaverLab]  # `jupyter lab --help-all` lists the TaskWeaverLab section
+    classes = [*ExtensionApp.classes, TaskWeaverLab]  # help of the extension lists the TaskWeaverLab section
 
     def initialize_settings(self) -> None:
         from .session import TaskWeaverApp
