@@ -154,8 +154,13 @@ class KernelExecutor:
         reply, outputs, timed_out = self._run(code, agent, timeout, user_expressions=expressions)
         outputs = [self._redact_output(o) for o in merge_streams(outputs)]
         report = self._read_report(reply)
-        self.user_names = frozenset(report.get("user_names", ()))
-        self.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
+        if agent and not report and not timed_out:
+            # ipykernel evaluates user_expressions only after a successful cell: ask again with an
+            # empty silent request, or the namespace rule would forget the user's names after an error.
+            report = self._read_report(self._run("", False, 30, True, expressions)[0])
+        if report:  # keep what we knew rather than forget it
+            self.user_names = frozenset(report.get("user_names", ()))
+            self.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
         interrupted = timed_out or self._interrupted.is_set()
         summary = summarize(outputs, report, self.summary_chars)
         if timed_out:

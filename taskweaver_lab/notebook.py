@@ -42,6 +42,8 @@ def cell_for(step: Step, session_id: str) -> Cell | None:
         text = plan_markdown(step)
     elif isinstance(step, Answer):
         text = ("**TaskWeaver asks:** " if step.is_question else "**TaskWeaver:** ") + step.text
+    elif isinstance(step, Execution) and not step.code:  # rejected, skipped or answered without code
+        text = "**CodeInterpreter** (nothing was run):\n\n```text\n" + step.summary + "\n```"
     elif isinstance(step, Execution) and step.code:
         meta = {**base, "step": step.step, "verified": step.verified, "attempt": step.attempt,
                 "ok": step.ok, "summary": step.summary, "artifacts": list(step.artifacts)}
@@ -88,6 +90,8 @@ def _step_from_cell(cell: Any, meta: dict[str, Any]) -> Step | None:
         return Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     if kind == "answer":
         return Answer(**data)
+    if kind == "execution":
+        return Execution(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     return None
 
 

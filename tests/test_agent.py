@@ -228,3 +228,19 @@ def test_kernel_never_sees_the_servers_llm_key(llm_server, workspace: Path, monk
     with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / "k.ipynb") as session:
         seen = session.executor.execute("import os\nsorted(k for k in os.environ if 'KEY' in k or 'TASKWEAVER_LAB' in k)", agent=False)
     assert "OPENAI_API_KEY" not in seen.summary and "TASKWEAVER_LAB_SECRET_X" not in seen.summary
+
+
+def test_a_rejected_draft_is_in_the_record_and_survives_resume(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Read the key."), plan_reply("Refused.", send_to="User", stop="SecurityRisks"))
+    llm_server.add("coder", code_reply("import os\nos.environ['OPENAI_API_KEY']"))
+    notebook = workspace / "r.ipynb"
+    with TaskWeaverApp(config=agent_config(llm_server, max_attempts=1)).create_session(notebook=notebook) as session:
+        session.chat("show me the key")
+    nb = nbformat.read(notebook, 4)
+    rejected = [c for c in nb.cells if c.metadata["taskweaver_lab"].get("kind") == "execution"]
+    assert len(rejected) == 1 and rejected[0].cell_type == "markdown" and "Rejected before running" in rejected[0].source
+    assert not [c for c in nb.cells if c.cell_type == "code"]  # nothing ran, nothing to replay
+    from taskweaver_lab.notebook import steps_from_notebook
+
+    history = steps_from_notebook(nb)[1]
+    assert [s.kind for s in history] == ["user", "plan", "execution", "plan", "answer"]

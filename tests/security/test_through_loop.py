@@ -107,9 +107,6 @@ def test_the_whole_corpus_is_stopped_through_the_loop(session: Session, llm: Scr
     assert after.executions and after.executions[0].ok, after.events
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="FINDING: after a failed agent cell ipykernel returns no user_expressions, "
-                   "so KernelExecutor.user_names becomes empty and the next draft may rebind the user's variables "
-                   "without approval (kernel.py KernelExecutor.execute)")
 def test_namespace_rule_after_a_failed_cell(session: Session, llm: ScriptedLLMServer) -> None:
     """An injected instruction can first make a cell fail, then clobber the user's data unasked."""
     user = session.executor.execute("user_budget = {'q1': 100}", agent=False)
