@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "guard.py"
@@ -48,7 +49,9 @@ print(per_workload, base_work, inactive_work, active_work, base_ids, inactive_id
 
 
 def main() -> int:
-    out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(GUARD_PATH)], capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory() as scratch:  # the workload writes a CSV
+        out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(GUARD_PATH)], capture_output=True, text=True,
+                             timeout=300, cwd=scratch)
     if out.returncode != 0:
         print(out.stderr, file=sys.stderr)
         return 2
