@@ -233,8 +233,8 @@ async def test_kernel_endpoint_refuses_bad_signatures(jp_serverapp: Any, jp_fetc
     url_path = f"{jp_serverapp.base_url}{NS}/kernel/turns"
     body = json.dumps({"message": "hi"})
 
-    async def attempt(headers: dict[str, str]) -> Any:
-        return await jp_fetch(NS, "kernel", "turns", method="POST", body=body, raise_error=False,
+    async def attempt(headers: dict[str, str], data: str = body) -> Any:
+        return await jp_fetch(NS, "kernel", "turns", method="POST", body=data, raise_error=False,
                               headers={"Authorization": "", **headers})
 
     no_signature = await attempt({})
@@ -246,6 +246,41 @@ async def test_kernel_endpoint_refuses_bad_signatures(jp_serverapp: Any, jp_fetc
 
     llm_server.add("planner", plan_reply("Hello.", send_to="User", stop="Completed"))
     good = signed(key, kernel_id, "POST", url_path, body)
-    assert (await attempt(good)).code == 202
+    hello = await attempt(good)
+    assert hello.code == 202
     replay = await attempt(good)
     assert replay.code == 403 and "replay" in as_json(replay)["error"]
+
+    async def page(turn_id: str, after: int = 0, timeout: float = 5) -> dict[str, Any]:
+        events_path = f"{url_path}/{turn_id}/events"
+        return as_json(await jp_fetch(NS, "kernel", "turns", turn_id, "events", params={"after": after, "timeout": timeout},
+                                      headers={"Authorization": "", **signed(key, kernel_id, "GET", events_path)}))
+
+    async def until(turn_id: str, done: Any) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        while not done(events):
+            got = await page(turn_id, len(events))
+            events += got["events"]
+            if got["done"]:
+                return events
+        return events
+
+    await until(as_json(hello)["turn_id"], lambda events: False)
+
+    # Stop of a magic turn: its code runs on a subshell, which SIGINT cannot reach; the server raises
+    # KeyboardInterrupt in that thread instead (effective for Python-level loops).
+    llm_server.add("planner", plan_reply("Spin."))
+    llm_server.add("coder", code_reply("import time\nt0 = time.time()\nwhile time.time() - t0 < 30:\n    sum(range(1000))"))
+    spin = json.dumps({"message": "spin", "cell_id": "none"})
+    turn = as_json(await attempt(signed(key, kernel_id, "POST", url_path, spin), spin))
+    assert "turn_id" in turn, turn
+    stop_path = f"{url_path}/{turn['turn_id']}/stop"
+    await until(turn["turn_id"], lambda events: any(e["event"]["kind"] == "verdict" for e in events))
+    await asyncio.sleep(0.5)
+    stopped_at = time.monotonic()
+    await jp_fetch(NS, "kernel", "turns", turn["turn_id"], "stop", method="POST", body="",
+                   headers={"Authorization": "", **signed(key, kernel_id, "POST", stop_path, "")})
+    events = await until(turn["turn_id"], lambda events: False)
+    assert time.monotonic() - stopped_at < 5
+    execution = next(e["event"] for e in events if e["event"]["kind"] == "execution")
+    assert execution["interrupted"] and "KeyboardInterrupt" in execution["error"]
