@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -127,22 +128,24 @@ def assert_two_rounds(nb: nbformat.NotebookNode, units: int) -> None:
 
 # --- a kernel driven through a client: errors, interrupts, the guard, figures --------------------------
 class MagicKernel:
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
-        self.manager = KernelManager(kernel_name="python3")
+    def __init__(self, cwd: Path, env: dict[str, str], connection_file: Path) -> None:
+        # named like a Jupyter server's kernels (kernel-<id>.json): the magic derives its kernel id from it
+        self.manager = KernelManager(kernel_name="python3", connection_file=str(connection_file))
         self.manager.start_kernel(cwd=str(cwd), env=env)
         self.client = self.manager.blocking_client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
         self.run("%load_ext taskweaver_lab")
 
-    def run(self, code: str, timeout: float = 120) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def run(self, code: str, timeout: float = 120, stdin: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         outputs: list[dict[str, Any]] = []
 
         def hook(msg: dict[str, Any]) -> None:
             if msg["msg_type"] in ("stream", "display_data", "execute_result", "error", "update_display_data"):
                 outputs.append({"type": msg["msg_type"], **msg["content"]})
 
-        reply = self.client.execute_interactive(code, output_hook=hook, timeout=timeout)
+        reply = self.client.execute_interactive(code, output_hook=hook, timeout=timeout, allow_stdin=stdin is not None,
+                                                stdin_hook=stdin)
         return reply["content"], outputs
 
     def close(self) -> None:
@@ -154,8 +157,9 @@ class MagicKernel:
 def kernel_factory(tmp_path: Path) -> Iterator[Any]:
     kernels: list[MagicKernel] = []
 
-    def start(cwd: Path, base_url: str | None, extra_config: str = "") -> MagicKernel:
-        kernels.append(MagicKernel(cwd, magic_env(tmp_path / f"cfg{len(kernels)}", base_url, extra_config)))
+    def start(cwd: Path, base_url: str | None, extra_config: str = "", **extra_env: str) -> MagicKernel:
+        env = magic_env(tmp_path / f"cfg{len(kernels)}", base_url, extra_config)
+        kernels.append(MagicKernel(cwd, {**env, **extra_env}, tmp_path / f"kernel-{uuid.uuid4()}.json"))
         return kernels[-1]
 
     yield start
@@ -225,6 +229,25 @@ def test_interrupt_during_agent_code_stops_the_turn_and_the_kernel_stays_usable(
     assert reply["status"] == "ok" and "still here False" in text_of(outputs)   # guard off for the user's cells
 
 
+def test_interrupt_while_waiting_for_the_llm_then_the_session_goes_on(
+        kernel_factory: Any, llm_server: ScriptedLLMServer, workspace: Path) -> None:
+    llm_server.add("planner", {"content": plan_reply("Too late."), "delay": 30})
+    kernel = kernel_factory(workspace, llm_server.base_url)
+    kernel.client.execute("%%taskweaver\nslow question")
+    deadline = time.monotonic() + 60
+    while not llm_server.requests and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kernel.manager.interrupt_kernel()
+    started = time.monotonic()
+    reply = kernel.client.get_shell_msg(timeout=30)["content"]
+    assert reply["status"] == "error" and reply["ename"] == "UsageError" and time.monotonic() - started < 5
+    llm_server.add("planner", plan_reply("Set w."), plan_reply("w is 5.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("w = 5"))
+    reply, outputs = kernel.run("%%taskweaver\nset w")
+    assert reply["status"] == "ok" and "w is 5." in text_of(outputs)
+    assert "User: slow question" in json.dumps(llm_server.requests[-1]["messages"])   # same session, history kept
+
+
 def test_guard_blocks_agent_code_only_and_figures_are_recorded(kernel_factory: Any, llm_server: ScriptedLLMServer,
                                                                 workspace: Path) -> None:
     llm_server.add("planner", plan_reply("Plot units and read a file outside the workspace."),
@@ -276,6 +299,40 @@ def test_plain_ipython_without_a_kernel(llm_server: ScriptedLLMServer, workspace
     done = subprocess.run([sys.executable, "-c", script], cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().endswith("OK"), done.stdout + done.stderr
     assert "computed 42" in done.stdout and "answer is 42." in done.stdout
+
+
+def test_unreachable_server_falls_back_in_process_with_one_notice(kernel_factory: Any, llm_server: ScriptedLLMServer,
+                                                                  workspace: Path, dead_url: str) -> None:
+    llm_server.add("planner", plan_reply("Set z."), plan_reply("z is set.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("z = 3"))
+    server_url = dead_url.replace("/v1", "/")
+    kernel = kernel_factory(workspace, llm_server.base_url, TASKWEAVER_LAB_SERVER_URL=server_url)
+    reply, outputs = kernel.run("%%taskweaver\nset z")
+    assert reply["status"] == "ok", reply
+    notice = outputs[0]["text"].strip()
+    assert notice.startswith("taskweaver: the Jupyter server did not take the turn (") and "refused" in notice
+    assert notice.endswith("running in this kernel instead.") and len(notice.splitlines()) == 1
+    assert "z is set." in text_of(outputs)
+
+
+def test_approve_asks_before_running(kernel_factory: Any, llm_server: ScriptedLLMServer, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Set a and b."), plan_reply("Set b; a was skipped.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("a = 1"))
+    kernel = kernel_factory(workspace, llm_server.base_url)
+    prompts: list[str] = []
+
+    def answer(msg: dict[str, Any]) -> None:
+        prompts.append(msg["content"]["prompt"])
+        kernel.client.input("s")
+
+    reply, outputs = kernel.run("%%taskweaver --approve\nset a", stdin=answer)
+    assert reply["status"] == "ok" and prompts == ["Run this code? [y]es / [s]kip: "]
+    assert "Proposed code" in text_of(outputs) and "skipped" in json.dumps(llm_server.requests[-1]["messages"])
+    assert "False" in text_of(kernel.run("'a' in dir()")[1])
+    llm_server.add("planner", plan_reply("Set a."))
+    llm_server.add("coder", code_reply("a = 1"))
+    reply, outputs = kernel.run("%%taskweaver --approve\nset a", timeout=60)   # no stdin: say how to run headless
+    assert "use --auto for headless runs" in error_line(reply, outputs)
 
 
 # --- the magic line ---------------------------------------------------------------------------------
