@@ -127,8 +127,13 @@ class ServerKernelExecutor(KernelExecutor):
         super().__init__(client, workspace, kernel.interrupt, kernel.is_alive, summary_chars, redact)
         self.kernel = kernel
         self.running = False
+        self.stop_pending = False  # Stop arrived between steps: the next execution must not start
 
     def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
+        if self.stop_pending and agent:
+            self.stop_pending = False
+            return Execution(ok=False, code=code, summary="Stopped before running.", error="KeyboardInterrupt: stopped",
+                             interrupted=True)
         self.running = True
         try:
             return super().execute(code, agent=agent, timeout=timeout)
@@ -137,6 +142,7 @@ class ServerKernelExecutor(KernelExecutor):
 
     def interrupt(self) -> None:
         if not self.running:
+            self.stop_pending = True
             return
         if self.subshell_id:  # a magic turn: SIGINT would hit the waiting %%taskweaver cell instead
             self._interrupted.set()

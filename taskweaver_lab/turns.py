@@ -105,6 +105,7 @@ class Turn:
     finished_at: float = 0.0
     gate: ApprovalGate | None = None
     session: Session | None = None
+    stopped: bool = False
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def accepted(self) -> dict[str, str]:
@@ -183,8 +184,11 @@ class TurnManager:
 
     def stop(self, turn_id: str) -> dict[str, Any]:
         turn = self._turn(turn_id)
-        if turn.done or turn.session is None:
+        if turn.done:
             return {"turn_id": turn_id, "stopped": False}
+        turn.stopped = True  # a Stop before the worker starts is applied when it does
+        if turn.session is None:
+            return {"turn_id": turn_id, "stopped": True}
         if turn.gate is not None:
             turn.gate.cancel()
         turn.session.stop()  # cancels the LLM stream; interrupts the kernel only if our code runs
@@ -256,8 +260,11 @@ class TurnManager:
         state, error = "finished", ""
         publish({"kind": "turn", "state": "started", "origin": turn.origin, "record": turn.record})
         try:
+            if turn.stopped:
+                raise TaskWeaverLabError("Stopped before the turn started.")
             session.recorder = recorder
             entry.executor.subshell_id = entry.kernel.subshell_id if request.origin == "magic" else None
+            entry.executor.stop_pending = turn.stopped
             if request.plugins_only:  # enforced by the verifier for this turn, not just asked for
                 session.agent.policy = lambda: dataclasses.replace(session.policy(), plugin_only=True)
             session.chat(request.message, on_event=on_event, approve=turn.gate.wait if turn.gate else None)
