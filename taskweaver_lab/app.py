@@ -58,8 +58,12 @@ class TaskWeaverLabExtension(ExtensionApp):
         return bool(self.config_section.base_url or self.config_section.api_key)
 
     def ydoc(self) -> Any | None:
-        """The collaboration extension when it is loaded (looked up late: load order varies)."""
-        return self.serverapp.web_app.settings.get("jupyter_server_ydoc") if self.serverapp else None
+        """The collaboration extension when it is loaded and RTC is on (looked up late: load order varies).
+
+        With ``YDocExtension.disable_rtc`` the browser edits the notebook without the shared document,
+        so cells put there would never reach the open notebook: the sidebar inserts them instead."""
+        ext = self.serverapp.web_app.settings.get("jupyter_server_ydoc") if self.serverapp else None
+        return None if ext is None or getattr(ext, "disable_rtc", False) else ext
 
     def status(self) -> dict[str, Any]:
         """``GET status``: what the sidebar needs; never the key."""
