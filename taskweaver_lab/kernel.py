@@ -121,6 +121,9 @@ class KernelExecutor:
     def use_subshell(self) -> str:
         """Run agent code on an ipykernel (>= 7) subshell: it runs while the main shell is busy
         (e.g. blocked in a ``%%taskweaver`` cell waiting for this very turn), sharing the namespace."""
+        # ipykernel 7 builds its subshell manager in the main thread's start(); a control request that
+        # arrives earlier fails in the kernel. A shell reply proves start() has run.
+        self._shell_reply(self.client.kernel_info())
         msg = self.client.session.msg("create_subshell_request", {})
         self.client.control_channel.send(msg)
         deadline = time.monotonic() + 10
