@@ -13,6 +13,13 @@ install_extension() {
     || die "pip install jupyterlab failed"
   step "jlpm install (frontend dependencies, yarn.lock is authoritative)"
   jlpm install --immutable || die "jlpm install failed"
+  step "remove a previous development install (a labextension symlink into another checkout breaks pip)"
+  local linked
+  linked="$(python -c 'import sys; print(sys.prefix)')/share/jupyter/labextensions/taskweaver_lab"
+  if [ -L "$linked" ]; then rm -f "$linked"; fi
+  if python -m pip show -q taskweaver_lab >/dev/null 2>&1; then
+    python -m pip uninstall -y -q taskweaver_lab || die "pip uninstall of the previous taskweaver_lab failed"
+  fi
   step "pip install -e .${extras}"
   python -m pip install -q -e ".${extras}" || die "pip install -e .${extras} failed"
   step "jlpm build + jupyter labextension develop"
