@@ -14,6 +14,7 @@ import ast
 import inspect
 import sys
 import textwrap
+from pathlib import Path
 
 from tornado import web
 
@@ -62,6 +63,7 @@ def check(handler: type, verb: str) -> tuple[bool, str]:
 
 
 def main() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not
     from taskweaver_lab.handlers import routes
 
     failures = 0
