@@ -155,8 +155,8 @@ async def test_interrupt_during_a_magic_turn_leaves_the_kernel_usable(jp_servera
                                                                       jp_root_dir: Path, llm_server: Any) -> None:
     await started(jp_serverapp)
     notebook, kernel = await open_with_magic(jp_serverapp, jp_fetch, jp_root_dir, "nb.ipynb", "sleep then set done")
-    llm_server.add("planner", plan_reply("Sleep 3 s, then set `done`."))
-    llm_server.add("coder", code_reply("import time\nfor _ in range(30):\n    time.sleep(0.1)\nstep_one = True"))
+    llm_server.add("planner", plan_reply("Sleep 10 s, then set `step_one`."))
+    llm_server.add("coder", code_reply("import time\nfor _ in range(100):\n    time.sleep(0.1)\nstep_one = True"))
     try:
         magic = asyncio.create_task(kernel.run("%%taskweaver\nsleep then set done", "magic-cell"))
         deadline = time.monotonic() + 60
@@ -172,8 +172,8 @@ async def test_interrupt_during_a_magic_turn_leaves_the_kernel_usable(jp_servera
         assert [r["model"] for r in llm_server.requests] == ["planner", "coder"]   # the Planner was not asked again
         snapshot = as_json(await jp_fetch(NS, "sessions", params={"path": "nb.ipynb"}))
         assert snapshot["busy"] is False
-        reply, outputs = await kernel.run("print('usable', 1 + 1)")
-        assert reply["status"] == "ok" and "usable 2" in shown(outputs)
+        reply, outputs = await kernel.run("print('usable', 1 + 1, 'step_one' in dir())")
+        assert reply["status"] == "ok" and "usable 2 False" in shown(outputs)   # the subshell's cell was stopped too
 
         script_one_step(llm_server, "after = 'stop'\nprint(after)", "Works again.")   # and the next turn runs
         reply, outputs = await kernel.run("%%taskweaver\nagain", "magic-cell")
