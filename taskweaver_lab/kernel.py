@@ -120,24 +120,32 @@ class KernelExecutor:
 
     def use_subshell(self) -> str:
         """Run agent code on an ipykernel (>= 7) subshell: it runs while the main shell is busy
-        (e.g. blocked in a ``%%taskweaver`` cell waiting for this very turn), sharing the namespace."""
-        # ipykernel 7 builds its subshell manager in the main thread's start(); a control request that
-        # arrives earlier fails in the kernel. A shell reply proves start() has run.
-        self._shell_reply(self.client.kernel_info())
-        msg = self.client.session.msg("create_subshell_request", {})
+        (e.g. blocked in a ``%%taskweaver`` cell waiting for this very turn), sharing the namespace.
+
+        Only the control channel is used (the shell may be blocked). A request that arrives before
+        the kernel's start() built its subshell manager fails inside the kernel without a reply
+        (ipykernel 7 start-up race), so a request without a reply is sent again."""
+        for _ in range(4):
+            reply = self._control_request("create_subshell_request", timeout=3)
+            if reply is not None:
+                if reply.get("status") == "ok":
+                    self.subshell_id = reply["subshell_id"]
+                    return self.subshell_id
+                break
+        raise TaskWeaverLabError("This kernel does not support subshells (needs ipykernel >= 7).")
+
+    def _control_request(self, kind: str, timeout: float) -> dict[str, Any] | None:
+        msg = self.client.session.msg(kind, {})
         self.client.control_channel.send(msg)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                reply = self.client.get_control_msg(timeout=1)
+                reply = self.client.get_control_msg(timeout=0.5)
             except queue.Empty:
                 continue
             if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-                if reply["content"].get("status") != "ok":
-                    break
-                self.subshell_id = reply["content"]["subshell_id"]
-                return self.subshell_id
-        raise TaskWeaverLabError("This kernel does not support subshells (needs ipykernel >= 7).")
+                return reply["content"]
+        return None
 
     def bootstrap(self, code: str, what: str) -> None:
         """Run setup code silently once (helper, guard, plugins); a failure is a clear error."""
