@@ -125,7 +125,10 @@ def _default_read_roots() -> list[str]:
                   f"/proc/{os.getpid()}/maps", "/dev/null", "/dev/urandom",
                   # ipykernel names cells /tmp/ipykernel_<pid>/<hash>.py; tracebacks read them
                   f"{tempfile.gettempdir()}/ipykernel_{os.getpid()}",
-                  f"{home}/.fonts", f"{home}/.local/share/fonts"})
+                  f"{home}/.fonts", f"{home}/.local/share/fonts",
+                  # matplotlib's first font-cache build (fresh HOME) lists these system font folders
+                  "/usr/X11R6/lib/X11/fonts", "/usr/X11/lib/X11/fonts", "/usr/local/share/fonts", "/opt/X11/share/fonts",
+                  "/usr/openwin/lib/X11/fonts", "/Library/Fonts", "/System/Library/Fonts", "/Network/Library/Fonts"})
     return sorted(r for r in roots if r)
 
 

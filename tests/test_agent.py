@@ -244,3 +244,18 @@ def test_a_rejected_draft_is_in_the_record_and_survives_resume(llm_server, works
 
     history = steps_from_notebook(nb)[1]
     assert [s.kind for s in history] == ["user", "plan", "execution", "plan", "answer"]
+
+
+def test_first_plot_on_a_fresh_home_is_not_blocked_by_the_guard(llm_server, workspace: Path, tmp_path: Path, monkeypatch) -> None:
+    """matplotlib builds its font cache on first use by listing system font folders: not an attack."""
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    llm_server.add("planner", plan_reply("Plot 1, 2, 3."), plan_reply("Plotted.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"))
+    events: list = []
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=workspace / "f.ipynb") as session:
+        session.chat("plot 1 2 3", on_event=events.append)
+    execution = next(e for e in events if e.kind == "execution")
+    assert execution.ok, execution.summary
