@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import glob
 import json
 import os
 import platform
@@ -179,7 +178,8 @@ EPERM, ENOSYS, EOPNOTSUPP = 1, 38, 95
 AF_NETLINK = 16
 AF_UNIX, SOCK_STREAM, SOCK_SEQPACKET, SOCK_TYPE_MASK = 1, 1, 5, 0xF
 TIOCSTI = 0x5412
-NR = {"socket": 41, "connect": 42, "execve": 59, "ioctl": 16, "execveat": 322, "clone3": 435,
+CLONE_THREAD = 0x00010000
+NR = {"clone": 56, "fork": 57, "vfork": 58, "socket": 41, "connect": 42, "execve": 59, "ioctl": 16, "execveat": 322, "clone3": 435,
       "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "bpf": 321, "perf_event_open": 298,
       "userfaultfd": 323, "keyctl": 250, "add_key": 248, "request_key": 249, "unshare": 272, "setns": 308,
       "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "init_module": 175, "finit_module": 313,
@@ -187,10 +187,10 @@ NR = {"socket": 41, "connect": 42, "execve": 59, "ioctl": 16, "execveat": 322, "
       "name_to_handle_at": 303, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
       "fsopen": 430, "fsmount": 432, "open_tree": 428, "move_mount": 429, "reboot": 169, "swapon": 167,
       "swapoff": 168, "acct": 163, "quotactl": 179}
-DENIED = tuple(n for n in NR if n not in ("socket", "ioctl", "clone3"))
+DENIED = tuple(n for n in NR if n not in ("socket", "ioctl", "clone3", "clone"))
 
 # BPF opcodes: ld w abs, jeq k, jge k, jset k, and k, ret k
-_LD, _JEQ, _JGE, _AND, _RET = 0x20, 0x15, 0x35, 0x54, 0x06
+_LD, _JEQ, _JGE, _JSET, _AND, _RET = 0x20, 0x15, 0x35, 0x45, 0x54, 0x06
 _OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG1 = 0, 4, 16, 24  # struct seccomp_data (args are 64-bit, little endian)
 
 
@@ -209,6 +209,7 @@ def seccomp_program() -> bytes:
     body.append((_JEQ, NR["clone3"], "NOSYS", "next"))
     for name in DENIED:
         body.append((_JEQ, NR[name], "DENY", "next"))
+    body.append((_JEQ, NR["clone"], "CLONE", "next"))
     body.append((_JEQ, NR["socket"], "SOCKET", "next"))
     body.append((_JEQ, NR["ioctl"], "IOCTL", "ALLOW"))
     labels_at: dict[str, int] = {}
@@ -217,6 +218,8 @@ def seccomp_program() -> bytes:
         "SOCKET": [(_LD, _OFF_ARG0, "", ""), (_JEQ, AF_NETLINK, "NOTSUP", "next"), (_JEQ, AF_UNIX, "next", "DENY"), (_LD, _OFF_ARG1, "", ""),
                    (_AND, SOCK_TYPE_MASK, "", ""), (_JEQ, SOCK_STREAM, "ALLOW", "next"),
                    (_JEQ, SOCK_SEQPACKET, "ALLOW", "DENY")],
+        # threads only: a forked copy of the kernel outlives its shutdown (orphaned, still running agent code)
+        "CLONE": [(_LD, _OFF_ARG0, "", ""), (_JSET, CLONE_THREAD, "ALLOW", "DENY")],
         "IOCTL": [(_LD, _OFF_ARG1, "", ""), (_JEQ, TIOCSTI, "DENY", "ALLOW")],
     }
     flat: list[tuple[int, int, str, str]] = list(body)
@@ -351,7 +354,10 @@ def launch(workspace: str, read_roots: Sequence[str], kernel_argv: Sequence[str]
 
 def sandboxed_kernel_cmd(workspace: str, read_roots: Sequence[str] = (), state_dir: str | None = None) -> list[str]:
     """A kernelspec ``argv`` (``{connection_file}`` is filled in by jupyter_client) for a sandboxed ipykernel."""
-    cmd = [sys.executable, "-m", "taskweaver_lab.sandbox", "--workspace", os.path.realpath(workspace)]
+    # this very file, not whatever ``taskweaver_lab`` the kernel's cwd or an editable install would resolve to
+    package_parent = str(Path(__file__).resolve().parents[1])
+    stub = f"import sys; sys.path.insert(0, {package_parent!r}); from taskweaver_lab.sandbox import main; main()"
+    cmd = [sys.executable, "-c", stub, "--workspace", os.path.realpath(workspace)]
     for root in read_roots:
         cmd += ["--read-root", os.path.realpath(root)]
     if state_dir:
