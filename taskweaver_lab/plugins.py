@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from .verifier import AST_LOCK
+
 RUNTIME_MODULE = "_taskweaver_lab_plugins"
 _REQUIRED_FIELDS = ("name", "description", "parameters", "returns")
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -180,7 +182,8 @@ def _read_implementation(yaml_path: Path, name: str) -> tuple[str, str, str]:
         return "", "", f"{yaml_path}: implementation file {candidates[0].name} not found next to it"
     try:
         source = py_path.read_text(encoding="utf-8")
-        tree = ast.parse(source, filename=str(py_path))
+        with AST_LOCK:  # see verifier.AST_LOCK (a CPython 3.11 threading bug)
+            tree = ast.parse(source, filename=str(py_path))
     except SyntaxError as exc:
         return "", "", f"{py_path}: line {exc.lineno}: SyntaxError: {exc.msg}"
     except (OSError, UnicodeDecodeError) as exc:

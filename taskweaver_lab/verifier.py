@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import posixpath
 import re
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -116,8 +117,19 @@ class Policy:
     user_names: frozenset[str] = frozenset()   # variables the user created (namespace guard)
 
 
+# CPython 3.11 keeps the AST constructor's recursion bookkeeping per interpreter, not per thread: two
+# threads building ASTs at once can fail with "SystemError: AST constructor recursion depth mismatch".
+# Every AST build in this process (verifier, plugin loading) holds this lock.
+AST_LOCK = threading.Lock()
+
+
 def verify(code: str, policy: Policy, attempt: int = 1) -> Verdict:
     """Check ``code`` as IPython would run it; ``checked_source`` is what the executor should send."""
+    with AST_LOCK:
+        return _verify(code, policy, attempt)
+
+
+def _verify(code: str, policy: Policy, attempt: int) -> Verdict:
     source, violations = transformed_source(code)
     if source is None:
         return Verdict(ok=False, violations=tuple(violations), checked_source=code, attempt=attempt)
