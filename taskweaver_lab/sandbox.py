@@ -15,7 +15,9 @@ launcher. Before the kernel runs one line of Python it applies, in this order:
    processes outside the sandbox (the Jupyter server has the same uid) and abstract unix sockets are scoped.
 3. **seccomp** in a bootstrap *inside* the new interpreter (``python -c BOOTSTRAP``), so our own exec of the
    interpreter still works, then ``runpy`` runs ``ipykernel_launcher``. The filter (classic BPF, built here by
-   hand) denies with EPERM: ``execve``/``execveat``; ``socket`` of any family but ``AF_UNIX`` stream/seqpacket;
+   hand) denies with EPERM: ``execve``/``execveat``; ``fork``/``vfork`` and ``clone`` without ``CLONE_THREAD``
+   (threads only: a forked copy of the kernel would outlive its shutdown, orphaned, still running agent code);
+   ``socket`` of any family but ``AF_UNIX`` stream/seqpacket (netlink gets EOPNOTSUPP, which libzmq tolerates);
    ``connect`` (a kernel only binds and accepts); ``io_uring_*`` (io_uring does socket/connect/open without
    syscalls seccomp can see); ``ptrace``, ``process_vm_*``, ``bpf``, ``perf_event_open``, ``userfaultfd``,
    ``keyctl``/``add_key``/``request_key``, ``unshare``/``setns``/``mount``/``umount2``/``pivot_root``/``chroot``,
@@ -336,7 +338,9 @@ def launch(workspace: str, read_roots: Sequence[str], kernel_argv: Sequence[str]
     if not os.path.isdir(workspace):
         raise TaskWeaverLabError(f"The sandbox workspace {workspace} is not a folder.")
     connection_file = os.path.realpath(_connection_file(kernel_argv))
-    state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="twl-sandbox-"))
+    # default: next to the connection file (the server's runtime dir), one per kernel
+    state = Path(state_dir or os.path.splitext(connection_file)[0] + "-sandbox")
+    state.mkdir(mode=0o700, exist_ok=True)
     env = dict(os.environ)
     prepare_state(state, env)
     rules = sandbox_rules(workspace, [os.path.realpath(r) for r in read_roots], connection_file, str(state))
@@ -352,12 +356,15 @@ def launch(workspace: str, read_roots: Sequence[str], kernel_argv: Sequence[str]
     os.execve(sys.executable, [sys.executable, "-c", BOOTSTRAP, program.hex(), *args], env)
 
 
-def sandboxed_kernel_cmd(workspace: str, read_roots: Sequence[str] = (), state_dir: str | None = None) -> list[str]:
-    """A kernelspec ``argv`` (``{connection_file}`` is filled in by jupyter_client) for a sandboxed ipykernel."""
+def sandboxed_kernel_cmd(workspace: str | None, read_roots: Sequence[str] = (), state_dir: str | None = None) -> list[str]:
+    """A kernelspec ``argv`` (``{connection_file}`` is filled in by jupyter_client) for a sandboxed ipykernel.
+
+    ``workspace=None`` makes the kernel's working directory the workspace (what a Jupyter server sets to the
+    notebook's folder), so one static kernelspec serves every notebook."""
     # this very file, not whatever ``taskweaver_lab`` the kernel's cwd or an editable install would resolve to
     package_parent = str(Path(__file__).resolve().parents[1])
     stub = f"import sys; sys.path.insert(0, {package_parent!r}); from taskweaver_lab.sandbox import main; main()"
-    cmd = [sys.executable, "-c", stub, "--workspace", os.path.realpath(workspace)]
+    cmd = [sys.executable, "-c", stub] + (["--workspace", os.path.realpath(workspace)] if workspace else [])
     for root in read_roots:
         cmd += ["--read-root", os.path.realpath(root)]
     if state_dir:
@@ -396,11 +403,11 @@ def sandboxed_kernel_manager(workspace: str, read_roots: Sequence[str] = (), **k
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        raise SystemExit("usage: python -m taskweaver_lab.sandbox --workspace DIR [--read-root DIR ...] "
+        raise SystemExit("usage: python -m taskweaver_lab.sandbox [--workspace DIR] [--read-root DIR ...] "
                          "[--state-dir DIR] -- <ipykernel argv>")
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="python -m taskweaver_lab.sandbox")
-    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--workspace", default=os.getcwd(), help="default: the current directory")
     parser.add_argument("--read-root", action="append", default=[])
     parser.add_argument("--state-dir")
     opts = parser.parse_args(argv[:split])

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -281,6 +282,56 @@ def pd_regions(canaries: Canaries) -> list[str]:
     rows = (canaries.workspace / "sales.csv").read_text().splitlines()
     column = rows[0].split(",").index("region")
     return [r.split(",")[column] for r in rows[1:]]
+
+
+def test_static_kernelspec_under_a_multikernel_manager(canaries: Canaries, tmp_path: Path) -> None:
+    """The Jupyter server's path: a kernelspec without --workspace (the kernel's cwd is the workspace),
+    ``KernelManager.transport = "ipc"`` and connection files in the server's runtime dir; restart works."""
+    import asyncio
+
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.multikernelmanager import AsyncMultiKernelManager
+    from traitlets.config import Config
+
+    spec_dir = tmp_path / "kernels" / "twl-sandbox"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({"argv": sandbox.sandboxed_kernel_cmd(None),
+                                                      "display_name": "sandboxed", "language": "python"}))
+    runtime = Path(tempfile.mkdtemp(prefix="twl-rt-"))  # unix socket paths max 107 bytes: tmp_path is too long
+    (runtime / "kernel-other.json").write_text('{"key": "another kernel\'s key"}')
+
+    async def scenario() -> list[str]:
+        config = Config()
+        config.KernelManager.transport = "ipc"
+        mkm = AsyncMultiKernelManager(kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
+                                      config=config, connection_dir=str(runtime))
+        kid = await mkm.start_kernel(kernel_name="twl-sandbox", cwd=str(canaries.workspace), env=kernel_env())
+        client = mkm.get_kernel(kid).client()
+        client.start_channels()
+        seen: list[str] = []
+        try:
+            await client.wait_for_ready(timeout=60)
+            await mkm.restart_kernel(kid, now=True)
+            await client.wait_for_ready(timeout=60)
+            for code in ("import os\nprint(os.getcwd())", f"open({str(runtime / 'kernel-other.json')!r})"):
+                msg_id = client.execute(code)
+                while True:
+                    msg = await client.get_iopub_msg(timeout=30)
+                    if msg["parent_header"].get("msg_id") != msg_id:
+                        continue
+                    if msg["msg_type"] == "stream":
+                        seen.append(msg["content"]["text"].strip())
+                    elif msg["msg_type"] == "error":
+                        seen.append(msg["content"]["ename"])
+                    elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                        break
+        finally:
+            client.stop_channels()
+            await mkm.shutdown_all(now=True)
+            shutil.rmtree(runtime, ignore_errors=True)
+        return seen
+
+    assert asyncio.run(scenario()) == [str(canaries.workspace), "PermissionError"]
 
 
 def test_whole_attack_corpus_without_verifier_or_guard(boxed: SandboxedKernel, canaries: Canaries) -> None:
