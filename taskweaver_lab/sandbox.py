@@ -391,8 +391,8 @@ def sandboxed_kernel_manager(workspace: str, read_roots: Sequence[str] = (), **k
         def kernel_spec(self) -> KernelSpec:
             return spec
 
-        def cleanup_resources(self, restart: bool = False) -> None:
-            super().cleanup_resources(restart=restart)
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:  # what shutdown awaits
+            await super()._async_cleanup_resources(restart=restart)
             if not restart:
                 shutil.rmtree(runtime, ignore_errors=True)
 

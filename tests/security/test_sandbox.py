@@ -365,6 +365,7 @@ def test_benign_corpus_with_guard_inside_the_sandbox(canaries: Canaries, tmp_pat
         assert not failures, "\n".join(failures)
     finally:
         kernel.close()
+    assert not Path(kernel.manager.connection_file).parent.exists()   # the private runtime folder is removed
 
 
 if __name__ == "__main__":  # pragma: no cover
