@@ -6,7 +6,7 @@ launcher. Before the kernel runs one line of Python it applies, in this order:
 1. ``prctl(PR_SET_NO_NEW_PRIVS)`` (required by both mechanisms, inherited across exec);
 2. **Landlock** (filesystem, TCP, scopes) in the launcher itself, then ``execv`` of the interpreter. The
    domain is inherited across exec and by every thread and child. Allowed: read+write (no execute) under the
-   workspace and a private state dir (``TMPDIR``, ``IPYTHONDIR``, ``MPLCONFIGDIR``); read+execute under the
+   workspace and a private state dir (``TMPDIR``, ``IPYTHONDIR``, ``MPLCONFIGDIR``; no symlinks, FIFOs, sockets); read+execute under the
    Python prefixes and import-path folders, ``/usr``, ``/lib*``, ``/opt/conda``-style prefixes; read of a few
    named files in ``/etc`` (``ld.so.cache``, fonts, time zone, passwd...), ``/proc/self``, CPU topology in
    ``/sys``; read+write of ``/dev/null``, read of ``/dev/urandom``; the connection file (read) and socket
@@ -66,8 +66,10 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV  # valid on non-directories
 READ = FS_READ_FILE | FS_READ_DIR
 READ_EXEC = READ | FS_EXECUTE
-READ_WRITE = (READ | FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR | FS_MAKE_REG | FS_MAKE_SOCK
-              | FS_MAKE_FIFO | FS_MAKE_SYM | FS_REFER | FS_TRUNCATE)  # no EXECUTE, no device nodes
+# No EXECUTE, no device nodes; no symlinks, FIFOs or sockets either: a link planted in the workspace pointing at
+# ~/.ssh would be followed by the *user's* unsandboxed code or the file browser later, a FIFO would hang them.
+READ_WRITE = (READ | FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR | FS_MAKE_REG | FS_REFER
+              | FS_TRUNCATE)
 
 # /etc is not granted whole: as root (containers) it holds /etc/shadow, ssh host keys, credentials.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "fonts", "passwd", "group",
