@@ -263,11 +263,21 @@ class KernelExecutor:
 
 
 def start_kernel(workspace: str, scrub_patterns: list[str], summary_chars: int = 1500,
-                 redact: Callable[[str], str] = lambda text: text, kernel_name: str = "python3") -> KernelExecutor:
-    """A fresh kernel whose working directory is ``workspace`` (CLI, Python API)."""
+                 redact: Callable[[str], str] = lambda text: text, kernel_name: str = "python3",
+                 sandbox: str = "none") -> KernelExecutor:
+    """A fresh kernel whose working directory is ``workspace`` (CLI, Python API).
+
+    ``sandbox="landlock"``: the kernel runs under Landlock + seccomp (``sandbox.py``) over IPC transport;
+    raises ``TaskWeaverLabError`` when this machine cannot do that."""
     from jupyter_client.manager import KernelManager
 
-    manager = KernelManager(kernel_name=kernel_name)
+    if sandbox == "landlock":
+        from .sandbox import sandboxed_kernel_manager
+
+        manager = sandboxed_kernel_manager(workspace, ())
+        kernel_name = "sandboxed python3"
+    else:
+        manager = KernelManager(kernel_name=kernel_name)
     try:
         manager.start_kernel(cwd=workspace, env=scrubbed_env(os.environ, scrub_patterns))
         client = manager.blocking_client()

@@ -63,7 +63,8 @@ class TaskWeaverApp:
             recorder = FileRecorder(path)
         replay = executor is None and bool(history)  # a fresh kernel: rebuild the variables the record relies on
         if executor is None:
-            executor = start_kernel(workspace, list(self.config.scrub_env), self.config.summary_chars, self._redact)
+            executor = start_kernel(workspace, list(self.config.scrub_env), self.config.summary_chars, self._redact,
+                                    sandbox=self.config.sandbox)
         session = Session(self, executor, recorder, workspace, session_id or uuid.uuid4().hex[:12], history)
         try:
             session.setup_kernel(replay_notebook=path if replay else None)

@@ -259,3 +259,23 @@ def test_first_plot_on_a_fresh_home_is_not_blocked_by_the_guard(llm_server, work
         session.chat("plot 1 2 3", on_event=events.append)
     execution = next(e for e in events if e.kind == "execution")
     assert execution.ok, execution.summary
+
+
+def test_sandbox_landlock_config_runs_the_loop_in_a_sandboxed_kernel(llm_server, workspace: Path, tmp_path: Path) -> None:
+    from taskweaver_lab.sandbox import landlock_abi
+
+    if landlock_abi() < 1:
+        pytest.skip("this Linux kernel has no Landlock")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+    outside.write_text("not for the agent")
+    llm_server.add("planner", plan_reply("Sum units."), plan_reply("Done.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("import pandas as pd\nint(pd.read_csv('sales.csv')['units'].sum())"))
+    events: list = []
+    # guard off: the OS layer alone must refuse the read outside the workspace
+    config = agent_config(llm_server, sandbox="landlock", guard=False, max_attempts=1)
+    with TaskWeaverApp(config=config).create_session(notebook=workspace / "sb.ipynb") as session:
+        session.chat("sum of units", on_event=events.append)
+        executions = [e for e in events if e.kind == "execution"]
+        assert executions[-1].ok, executions[-1].summary
+        blocked = session.executor.execute(f"open({str(outside)!r}).read()", agent=False)  # even a 'user' cell
+    assert not blocked.ok and "PermissionError" in blocked.error
