@@ -221,8 +221,13 @@ class TurnView:
             self.failure = event.get("error") or "the turn failed in the server."
 
     def _on_approval(self, event: dict[str, Any]) -> None:
+        # Decided in the chat panel (Run/Skip/Edit): input() here is unreliable while the server runs
+        # code on a subshell (ipykernel shares the stdin flag between subshells).
         self.state = "waiting for your approval in the TaskWeaver panel…"
         self.refresh()
+        draft = event.get("draft") or {}
+        self.line(f"*Proposed code (step {draft.get('step')}, attempt {draft.get('attempt')}), "
+                  f"waiting for Run/Skip in the TaskWeaver panel:*\n```python\n{draft.get('code', '')}\n```")
 
     def show_cell(self, cell: dict[str, Any]) -> None:
         """In-process record: the cell, visibly, with its full JSON in the output metadata."""

@@ -35,12 +35,21 @@ class Cells:
 
     def __init__(self, serverapp: Any, kernel_id: str) -> None:
         self.id = kernel_id
+        self.prompts: list[str] = []
+        self.ready = False
         self.client = serverapp.kernel_manager.get_kernel(kernel_id).client()
         self.client.start_channels()
 
-    async def run(self, code: str, cell_id: str = "", timeout: float = 90) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def run(self, code: str, cell_id: str = "", timeout: float = 90,
+                  answers: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """``answers``: replies to the cell's input() prompts (the prompts are collected in ``self.prompts``)."""
         content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                   "allow_stdin": False, "stop_on_error": True}
+                   "allow_stdin": answers is not None, "stop_on_error": True}
+        if answers:
+            asyncio.ensure_future(self._answer(list(answers), timeout))
+        if not self.ready:   # iopub is a SUB socket: messages sent before it connects are lost (slow joiner)
+            await self.client.wait_for_ready(timeout=60)
+            self.ready = True
         msg = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
         self.client.shell_channel.send(msg)
         msg_id, deadline = msg["header"]["msg_id"], time.monotonic() + timeout
@@ -57,6 +66,12 @@ class Cells:
             reply = await self.client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply["content"], outputs
+
+    async def _answer(self, answers: list[str], timeout: float) -> None:
+        for text in answers:
+            request = await self.client.get_stdin_msg(timeout=timeout)
+            self.prompts.append(request["content"]["prompt"])
+            self.client.input(text)
 
     def close(self) -> None:
         self.client.stop_channels()
@@ -180,6 +195,42 @@ async def test_interrupt_during_a_magic_turn_leaves_the_kernel_usable(jp_servera
         assert reply["status"] == "ok" and "Works again." in shown(outputs), (reply, outputs)
     finally:
         kernel.close()
+
+
+async def test_approve_mode_shows_the_proposal_and_waits_for_the_panel(jp_serverapp: Any, jp_fetch: Any,
+                                                                        jp_root_dir: Path, llm_server: Any) -> None:
+    """``--approve`` in a joined turn: the cell shows each proposed cell; Run/Skip come from the chat panel."""
+    await started(jp_serverapp)
+    _, kernel = await open_with_magic(jp_serverapp, jp_fetch, jp_root_dir, "nb.ipynb", "two steps")
+    llm_server.add("planner", plan_reply("Set a."), plan_reply("Set b.", plan=["set a", "set b"], step=2),
+                   plan_reply("a set, b skipped.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("a = 1"), code_reply("b = 2"))
+    try:
+        magic = asyncio.create_task(kernel.run("%%taskweaver --approve\ntwo steps", "magic-cell"))
+        for action in ("run", "skip"):
+            await approve_when_asked(jp_fetch, "nb.ipynb", action)
+        reply, outputs = await magic
+        assert reply["status"] == "ok", (reply, outputs)
+        text = shown(outputs)
+        proposals = [o for o in outputs if "Proposed code" in o.get("data", {}).get("text/markdown", "")]
+        assert len(proposals) == 2 and "b = 2" in text and "a set, b skipped." in text
+        _, outputs = await kernel.run("print('a' in dir(), 'b' in dir())")
+        assert "True False" in shown(outputs)
+    finally:
+        kernel.close()
+
+
+async def approve_when_asked(fetch: Any, path: str, action: str, timeout: float = 30) -> None:
+    """What the panel's Run/Skip buttons do: POST approve once the turn waits (409 before that)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snapshot = as_json(await fetch(NS, "sessions", params={"path": path}))
+        if snapshot.get("turn_id"):
+            response = await post(fetch, "turns", snapshot["turn_id"], "approve", body={"action": action})
+            if response.code == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the turn never asked for approval ({action})")
 
 
 async def test_kernel_without_a_notebook_falls_back_in_process(jp_serverapp: Any, jp_fetch: Any,
