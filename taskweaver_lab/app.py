@@ -32,6 +32,10 @@ class TaskWeaverLabExtension(ExtensionApp):
         self.turns: Any = None  # the TurnManager needs the running loop: see below
         for problem in self.core.load_errors:
             self.log.warning("taskweaver_lab: %s", problem)
+        if self.config_section.sandbox != "none":  # never let a security setting be silently ignored
+            self.log.error("taskweaver_lab: TaskWeaverLab.sandbox=%s applies to kernels started by `jupyter taskweaver` "
+                           "and the Python API; notebook kernels of this server are NOT sandboxed (see docs/security.md, "
+                           "layer 4, for the kernelspec to use).", self.config_section.sandbox)
 
     def initialize_handlers(self) -> None:
         from .handlers import routes
