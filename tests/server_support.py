@@ -11,6 +11,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
 from taskweaver_lab.kernel_auth import sign_headers
+from taskweaver_lab.testing import code_reply, plan_reply
 
 from conftest import API_KEY
 
@@ -117,3 +118,8 @@ async def kernel_eval(serverapp: Any, kernel_id: str, code: str) -> str:
         client.stop_channels()
     assert reply["content"]["status"] == "ok", reply
     return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
+
+
+def script_one_step(llm: Any, code: str, answer: str = "Done.") -> None:
+    llm.add("planner", plan_reply("Run the step."), plan_reply(answer, send_to="User", stop="Completed"))
+    llm.add("coder", code_reply(code))

@@ -14,7 +14,7 @@ import pytest
 
 from taskweaver_lab.testing import code_reply, plan_reply
 
-from server_support import (NS, as_json, code_cell, make_notebook, open_notebook_kernel, post, server_config, started,
+from server_support import (NS, script_one_step, as_json, code_cell, make_notebook, open_notebook_kernel, post, server_config, started,
                             wait_for_file)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -25,9 +25,6 @@ def jp_server_config(llm_server: Any) -> dict[str, Any]:
     return server_config(llm_server.base_url)
 
 
-def script_one_step(llm: Any, code: str, answer: str = "Done.") -> None:
-    llm.add("planner", plan_reply("Run the step."), plan_reply(answer, send_to="User", stop="Completed"))
-    llm.add("coder", code_reply(code))
 
 
 class Cells:
