@@ -87,8 +87,10 @@ def summarize(outputs: list[dict[str, Any]], report: dict[str, Any], limit: int)
     streams = "".join(o["text"] for o in outputs if o["output_type"] == "stream")
     if streams.strip():
         parts.append("[output]\n" + _head_tail(streams.rstrip(), limit // 2))
-    if report.get("result"):
-        parts.append("[result]\n" + report["result"])
+    result = report.get("result") or "".join(  # without history (subshells) the result is not in Out
+        o["data"].get("text/plain", "") for o in outputs if o["output_type"] == "execute_result")
+    if result:
+        parts.append("[result]\n" + _head_tail(result, limit // 2))
     figures = sum(1 for o in outputs if o["output_type"] == "display_data" and "image/png" in o.get("data", {}))
     if figures:
         parts.append(f"[{figures} figure(s) displayed]")
@@ -217,7 +219,10 @@ class KernelExecutor:
     def _run(self, code: str, agent: bool, timeout: float | None, silent: bool = False,
              user_expressions: dict[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
         with self._lock:
-            content = {"code": code, "silent": silent, "store_history": not silent, "allow_stdin": False,
+            # A subshell must not write IPython history: its line numbers collide with the main shell's
+            # running cell (the waiting %%taskweaver cell) and IPython then moves to a new history session.
+            content = {"code": code, "silent": silent, "store_history": not silent and not self.subshell_id,
+                       "allow_stdin": False,
                        "user_expressions": user_expressions or {}, "stop_on_error": True}
             msg = self.client.session.msg("execute_request", content, metadata={"taskweaver_lab": {"agent": agent}})
             if self.subshell_id:
