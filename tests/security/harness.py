@@ -143,14 +143,7 @@ class AgentKernel:
                 continue
             if reply["parent_header"].get("msg_id") != msg_id:
                 continue
-            kind, content = reply["msg_type"], reply["content"]
-            if kind == "stream":
-                parts.append(content["text"])
-            elif kind in ("execute_result", "display_data"):
-                parts.append(content["data"].get("text/plain", ""))
-            elif kind == "error":
-                result.error = f"{content['ename']}: {content['evalue']}"
-            elif kind == "status" and content["execution_state"] == "idle":
+            if fold_iopub(reply, parts, result):
                 break
         self.client.get_shell_msg(timeout=timeout)
         result.text = "".join(parts)
@@ -159,3 +152,15 @@ class AgentKernel:
     def close(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=True)
+
+
+def fold_iopub(reply: dict[str, Any], parts: list[str], result: Any) -> bool:
+    """Add one iopub message of our request to ``parts`` / ``result.error``; True once the kernel is idle."""
+    kind, content = reply["msg_type"], reply["content"]
+    if kind == "stream":
+        parts.append(content["text"])
+    elif kind in ("execute_result", "display_data"):
+        parts.append(content["data"].get("text/plain", ""))
+    elif kind == "error":
+        result.error = f"{content['ename']}: {content['evalue']}"
+    return kind == "status" and content["execution_state"] == "idle"

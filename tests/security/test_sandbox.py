@@ -27,7 +27,7 @@ from taskweaver_lab.steps import TaskWeaverLabError
 
 from .attacks import ATTACKS
 from .benign import SETUP, benign_cells
-from .harness import CANARY_FILE_TEXT, AgentKernel, Canaries, CellResult, kernel_env
+from .harness import CANARY_FILE_TEXT, AgentKernel, Canaries, CellResult, fold_iopub, kernel_env
 
 ABI = sandbox.landlock_abi()
 pytestmark = pytest.mark.skipif(
@@ -79,14 +79,7 @@ class SandboxedKernel(AgentKernel):
                 return result
             if reply["parent_header"].get("msg_id") != msg_id:
                 continue
-            kind, content = reply["msg_type"], reply["content"]
-            if kind == "stream":
-                parts.append(content["text"])
-            elif kind in ("execute_result", "display_data"):
-                parts.append(content["data"].get("text/plain", ""))
-            elif kind == "error":
-                result.error = f"{content['ename']}: {content['evalue']}"
-            elif kind == "status" and content["execution_state"] == "idle":
+            if fold_iopub(reply, parts, result):
                 break
         self.client.get_shell_msg(timeout=10)
         result.text = "".join(parts)
