@@ -277,7 +277,27 @@ export class SidebarModel {
   }
   /** True when the panel should show how to configure an LLM endpoint instead of the chat box. */
   get needsConfiguration(): boolean {
-    return this._status !== null && !this._status.configured;
+    return this._status !== null && !this.endpointReady;
+  }
+
+  /** The server has an endpoint, or the user picked their own and the server accepts that. */
+  get endpointReady(): boolean {
+    const status = this._status;
+    const ownEndpoint = !!this._settings.baseUrl && status?.user_base_url !== false;
+    return !!status && (status.configured || ownEndpoint);
+  }
+
+  /** The models this user's turns use: their settings, else the server's configuration. */
+  get models(): { planner: string; codeGenerator: string; ownEndpoint: string } | null {
+    if (!this._status || !this.endpointReady) {
+      return null;
+    }
+    const { plannerModel, codeGeneratorModel, baseUrl } = this._settings;
+    return {
+      planner: plannerModel || this._status.models.planner,
+      codeGenerator: codeGeneratorModel || this._status.models.code_generator,
+      ownEndpoint: baseUrl
+    };
   }
 
   async refreshStatus(): Promise<void> {
@@ -332,9 +352,9 @@ export class SidebarModel {
 
   /** Captures path + kernel id now (never later), or explains what is missing. */
   private async requestFor(message: string): Promise<ITurnRequest | null> {
-    if (!this._status?.configured) {
+    if (!this.endpointReady) {
       await this.refreshStatus();
-      if (!this._status?.configured) {
+      if (!this.endpointReady) {
         this._sendError = this._statusError || 'No LLM endpoint is configured yet (see above).';
         return null;
       }

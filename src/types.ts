@@ -159,6 +159,12 @@ export interface IStatus {
   models: { planner: string; code_generator: string };
   rtc: boolean;
   approval: ApprovalPolicy;
+  /** False when the admin does not let users pick their own LLM endpoint. */
+  user_base_url?: boolean;
+  /** Model names users may pick; empty: any. */
+  allowed_models?: string[];
+  /** "landlock" when agent code only runs in sandboxed kernels. */
+  sandbox?: string;
 }
 
 export interface ISessionSnapshot {

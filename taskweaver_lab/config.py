@@ -40,6 +40,13 @@ class TaskWeaverLab(Configurable):
     llm_timeout = Float(120.0, help="Seconds before one LLM request times out.").tag(config=True)
     llm_retries = Int(3, help="Retries (with backoff) on 429, 5xx and timeouts.").tag(config=True)
     temperature = Float(0.0, help="Sampling temperature for both roles.").tag(config=True)
+    allow_user_base_url = Bool(
+        True, help="Let each user point their turns at their own OpenAI-compatible endpoint (Settings > TaskWeaver > "
+                   "LLM base URL). The server's api_key is never sent to such an endpoint.",
+    ).tag(config=True)
+    allowed_models = List(
+        Unicode(), help="Model names users may pick in their settings (empty: any name the endpoint serves).",
+    ).tag(config=True)
     llm_cassette = Unicode("", help="Path of a record/replay file of LLM replies (reproducible notebooks).").tag(config=True)
     llm_cassette_mode = Enum(["off", "record", "replay"], "off", help="Cassette mode.").tag(config=True)
 
@@ -90,8 +97,12 @@ class TaskWeaverLab(Configurable):
 NO_ENDPOINT_HELP = (
     "No LLM endpoint is configured. Set OPENAI_BASE_URL (and OPENAI_API_KEY if it needs one), or "
     "c.TaskWeaverLab.base_url / api_key in jupyter_server_config.py, or --TaskWeaverLab.base_url=... on the "
-    "command line. For a local model: ../shared/tools/local-llm.sh start, then base_url=http://127.0.0.1:8013/v1 "
-    "and model=local-coder."
+    "command line (restart the Jupyter server after changing its config). A local OpenAI-compatible model works "
+    "too, e.g. base_url=http://127.0.0.1:8013/v1."
+)
+# The sidebar adds this: a user can also pick an endpoint for their own turns (allow_user_base_url).
+SETTINGS_HINT = (
+    " Or, for your own turns only, set 'LLM base URL' (and the model names) in Settings > Settings Editor > TaskWeaver."
 )
 
 CONFIG_FILE_NAMES = ("jupyter_taskweaver_config", "jupyter_server_config")

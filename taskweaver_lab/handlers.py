@@ -12,6 +12,7 @@ import functools
 import json
 import time
 from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import urlparse
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized, ws_authenticated
@@ -21,6 +22,8 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from . import kernel_auth
+from .config import TaskWeaverLab
+from .llm import UserChoices
 from .turns import TurnError, TurnManager, TurnRequest
 
 AUTH_RESOURCE = "kernels"  # a turn runs code in a kernel: the same permission as running a cell
@@ -84,6 +87,32 @@ def approval_field(data: dict[str, Any], default: str) -> str:
     return value
 
 
+MAX_CHOICE_CHARS = 200
+
+
+def choices_field(data: dict[str, Any], config: TaskWeaverLab) -> UserChoices:
+    """The user's settings sent with a turn (``overrides``), checked against what the admin allows."""
+    raw = data.get("overrides") or {}
+    if not isinstance(raw, dict) or set(raw) - {"planner_model", "code_generator_model", "base_url"}:
+        raise TurnError(400, "'overrides' may only hold planner_model, code_generator_model and base_url.")
+    for name, value in raw.items():
+        if not isinstance(value, str) or len(value) > MAX_CHOICE_CHARS or not value.isprintable():
+            raise TurnError(400, f"Setting {name!r} must be a short printable string.")
+    choices = UserChoices(**{name: value.strip() for name, value in raw.items()})
+    for model in filter(None, (choices.planner_model, choices.code_generator_model)):
+        if config.allowed_models and model not in config.allowed_models:
+            raise TurnError(403, f"Model {model!r} is not offered on this server; pick one of "
+                                 f"{', '.join(config.allowed_models)} in Settings > TaskWeaver (or clear the field).")
+    if choices.base_url:
+        if not config.allow_user_base_url:
+            raise TurnError(403, "This server does not let users pick their own LLM endpoint: clear 'LLM base URL' "
+                                 "in Settings > TaskWeaver.")
+        if urlparse(choices.base_url).scheme not in ("http", "https") or not urlparse(choices.base_url).netloc:
+            raise TurnError(400, f"'LLM base URL' must be an http(s) URL like http://127.0.0.1:8013/v1, "
+                                 f"got {choices.base_url!r}.")
+    return choices
+
+
 # --- the sidebar's endpoints ------------------------------------------------------------------
 class StatusHandler(BaseHandler):
     @web.authenticated
@@ -110,13 +139,14 @@ class TurnsHandler(BaseHandler):
     @authorized
     @refusals
     async def post(self) -> None:
-        data = self.body()
+        data, config = self.body(), self.extensionapp.config_section
         record = data.get("record") or "server"
         if record not in ("frontend", "server"):
             raise TurnError(400, "'record' must be 'frontend' or 'server'.")
         request = TurnRequest(path=text_field(data, "path"), kernel_id=text_field(data, "kernel_id"),
                               message=text_field(data, "message"),
-                              approval=approval_field(data, self.extensionapp.config_section.approval), record=record)
+                              approval=approval_field(data, config.approval), record=record,
+                              choices=choices_field(data, config))
         turn = await self.turns.start(request)
         self.set_status(202)
         self.finish(turn.accepted())

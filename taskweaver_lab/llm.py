@@ -74,27 +74,59 @@ class Cassette:
         self.path.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
 
 
+@dataclass(frozen=True)
+class UserChoices:
+    """A user's per-turn choices from the sidebar's settings; an empty field uses the server's config.
+
+    ``base_url`` is an endpoint the *user* picked (their own local model, say): the server's ``api_key``
+    is never sent there, or any user could read the shared key by pointing the server at a listener."""
+    planner_model: str = ""
+    code_generator_model: str = ""
+    base_url: str = ""
+
+    def model(self, role: str) -> str:
+        return {"planner": self.planner_model, "code_generator": self.code_generator_model}.get(role, "")
+
+
+@dataclass
+class _Endpoint:
+    """One OpenAI-compatible endpoint and what we learned about it (kept per endpoint, not per session)."""
+    client: openai.OpenAI
+    format: str               # where it stands on FORMAT_LADDER
+    stream_usage: bool = True  # some servers reject stream_options
+
+
 class LLM:
     """Chat completions per role, with the role's configured model name (A2)."""
 
     def __init__(self, config: TaskWeaverLab) -> None:
         self.config = config
-        self._format = "json_schema" if config.response_format == "auto" else config.response_format
-        self._client: openai.OpenAI | None = None
-        self._stream_usage = True  # some servers reject stream_options; remembered per session
+        self._endpoints: dict[str, _Endpoint] = {}
         # Called before every request (the round's call cap and Stop); set per round by the session.
         self.gate: Callable[[], None] | None = None
+        # The user's model/endpoint choices for the current round; set per round by the session.
+        self.choices = UserChoices()
         self.cassette = Cassette(config.llm_cassette, config.llm_cassette_mode) if config.llm_cassette_mode != "off" else None
 
+    def model_for(self, role: str) -> str:
+        return self.choices.model(role) or self.config.model_for(role)
+
     @property
-    def client(self) -> openai.OpenAI:
-        if self._client is None:
-            self.config.check_endpoint()
-            self._client = openai.OpenAI(
-                base_url=self.config.base_url or None, api_key=self.config.api_key or "not-needed",
-                timeout=self.config.llm_timeout, max_retries=0,
-            )
-        return self._client
+    def base_url(self) -> str:
+        """The endpoint of this round: the user's choice, else the server's."""
+        return self.choices.base_url or self.config.base_url
+
+    def _endpoint(self) -> _Endpoint:
+        url = self.base_url
+        if url not in self._endpoints:
+            users_own = bool(self.choices.base_url) and url.rstrip("/") != self.config.base_url.rstrip("/")
+            if not users_own:
+                self.config.check_endpoint()
+            key = "not-needed" if users_own else (self.config.api_key or "not-needed")
+            client = openai.OpenAI(base_url=url or None, api_key=key, timeout=self.config.llm_timeout, max_retries=0)
+            start = "json_schema" if self.config.response_format == "auto" else self.config.response_format
+            self._endpoints[url] = _Endpoint(client, start)
+        return self._endpoints[url]
 
     def complete(
         self, role: Role, messages: Messages, schema: dict[str, Any] | None = None,
@@ -103,7 +135,7 @@ class LLM:
         """One logical call (retries included). ``schema`` asks for JSON where supported."""
         if self.gate is not None:
             self.gate()
-        model = self.config.model_for(role)
+        model = self.model_for(role)
         if self.cassette and self.config.llm_cassette_mode == "replay":
             text = self.cassette.lookup(role, messages)
             return Reply(text, LLMCall(role, model, _estimate_tokens(messages), len(text) // 4, 0.0))
@@ -118,7 +150,7 @@ class LLM:
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 retries += 1
                 if retries > self.config.llm_retries:
-                    raise TaskWeaverLabError(_unreachable_message(self.config.base_url, model, exc)) from exc
+                    raise TaskWeaverLabError(_unreachable_message(self.base_url, model, exc)) from exc
                 self._backoff(retries, cancel)
             except openai.APIStatusError as exc:
                 raise TaskWeaverLabError(_status_message(exc, model)) from exc
@@ -131,32 +163,34 @@ class LLM:
 
     def _request(self, model: str, messages: Messages, schema: dict[str, Any] | None,
                  on_delta: Callable[[str], None] | None, cancel: threading.Event | None) -> tuple[str, tuple[int, int, int] | None]:
+        endpoint = self._endpoint()
         kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": self.config.temperature}
-        if schema is not None and self._format != "text":
-            kwargs["response_format"] = _response_format(self._format, schema)
+        if schema is not None and endpoint.format != "text":
+            kwargs["response_format"] = _response_format(endpoint.format, schema)
         if not self.config.stream:
-            resp = self.client.chat.completions.create(**kwargs)
+            resp = endpoint.client.chat.completions.create(**kwargs)
             text = resp.choices[0].message.content or ""
             if on_delta:
                 on_delta(text)
             return text, _usage(resp.usage)
-        if self._stream_usage:
+        if endpoint.stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
         try:
-            stream = self.client.chat.completions.create(stream=True, **kwargs)
+            stream = endpoint.client.chat.completions.create(stream=True, **kwargs)
         except openai.BadRequestError as exc:
-            if "stream_options" not in str(exc) or not self._stream_usage:
+            if "stream_options" not in str(exc) or not endpoint.stream_usage:
                 raise
-            self._stream_usage = False
+            endpoint.stream_usage = False
             return self._request(model, messages, schema, on_delta, cancel)
         return _read_stream(stream, on_delta, cancel)
 
     def _degrade_format(self, exc: Exception) -> bool:
         """Step down the response_format ladder after a 400; False when nothing is left to try."""
-        if self.config.response_format != "auto" or self._format == "text":
+        endpoint = self._endpoint()
+        if self.config.response_format != "auto" or endpoint.format == "text":
             return False
-        self._format = FORMAT_LADDER[FORMAT_LADDER.index(self._format) + 1]
-        log.info("endpoint refused the response_format (%s); falling back to %s", _reason(exc), self._format)
+        endpoint.format = FORMAT_LADDER[FORMAT_LADDER.index(endpoint.format) + 1]
+        log.info("endpoint refused the response_format (%s); falling back to %s", _reason(exc), endpoint.format)
         return True
 
     @staticmethod

@@ -20,7 +20,7 @@ from .codegen import CodeGenerator
 from .config import TaskWeaverLab, make_config
 from .examples import Example, example_to_yaml, load_examples, select_examples
 from .kernel import Executor, KernelExecutor, helper_bootstrap, private_module_code, start_kernel
-from .llm import LLM, Cancelled
+from .llm import LLM, Cancelled, UserChoices
 from .notebook import FileRecorder, Recorder, cell_for, read_notebook, steps_from_notebook
 from .planner import Planner
 from .plugins import PluginSpec, kernel_bootstrap_code, load_plugins, select_plugins
@@ -144,8 +144,10 @@ class Session:
 
     # --- rounds ---------------------------------------------------------------------------
     def chat(self, message: str, on_event: Listener | None = None,
-             approve: Callable[[Draft, Verdict], Decision] | None = None) -> Answer:
-        """One user round. Never raises for LLM/kernel trouble: the answer says what went wrong."""
+             approve: Callable[[Draft, Verdict], Decision] | None = None, choices: UserChoices | None = None) -> Answer:
+        """One user round. Never raises for LLM/kernel trouble: the answer says what went wrong.
+
+        ``choices``: the user's model names / endpoint for this round only (the sidebar's settings)."""
         if not message.strip():
             raise TaskWeaverLabError("The message is empty.")
         with self._lock:  # one round at a time per session
@@ -153,7 +155,7 @@ class Session:
             listeners = self.listeners + ([on_event] if on_event else [])
             turn = Turn(add=lambda step: self._add(step, listeners), emit=lambda step: self._emit(step, listeners),
                         max_calls=self.config.max_llm_calls_per_round, cancel=self._cancel, approve=approve)
-            self.llm.gate = turn.check_budget
+            self.llm.gate, self.llm.choices = turn.check_budget, choices or UserChoices()
             user = UserMessage(message.strip(), self.next_round())
             try:
                 return self.agent.run_round(self.history, user, turn)
@@ -162,7 +164,7 @@ class Session:
             except TaskWeaverLabError as exc:
                 return self._fail(turn, user, str(exc))
             finally:
-                self.llm.gate = None
+                self.llm.gate, self.llm.choices = None, UserChoices()
 
     def _fail(self, turn: Turn, user: UserMessage, text: str) -> Answer:
         if user not in self.history:  # failed before the round started

@@ -8,7 +8,8 @@ configures ``planner_model="planner"`` and ``code_generator_model="coder"`` and 
 
 A reply is a string (the content) or a dict: ``{"content": str, "status": int, "delay": float,
 "chunk_chars": int}`` (``status`` >= 400 answers an error instead). ``server.requests`` logs every
-request body for assertions. Command line: ``python -m taskweaver_lab.testing serve --script FILE --port N``.
+request body for assertions, ``server.authorizations`` the Authorization header each came with
+(what key the client sent). Command line: ``python -m taskweaver_lab.testing serve --script FILE --port N``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ScriptedLLMServer:
     def __init__(self, script: Script | None = None, port: int = 0, reject_json_schema: bool = False) -> None:
         self.queues: dict[str, deque[Any]] = {k: deque(v) for k, v in (script or {}).items()}
         self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str] = []
         self.reject_json_schema = reject_json_schema
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
@@ -82,6 +84,7 @@ def _handler_for(server: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             with server._lock:
                 server.requests.append(body)
+                server.authorizations.append(self.headers.get("Authorization", ""))
             fmt = (body.get("response_format") or {}).get("type")
             if server.reject_json_schema and fmt == "json_schema":
                 return self._json(400, {"error": {"message": "response_format json_schema is not supported"}})

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .agent import Decision
+from .config import NO_ENDPOINT_HELP, SETTINGS_HINT
+from .llm import UserChoices
 from .notebook import CallbackRecorder, Cell, Recorder, read_notebook, steps_from_notebook
 from .rtc import AnchoredFileRecorder, RTCRecorder, plain
 from .secrets import redact
@@ -58,6 +60,7 @@ class TurnRequest:
     after_cell_id: str | None = None  # magic: cells go directly below this cell
     new: bool = False               # magic --new: a fresh session for this notebook
     plugins_only: bool = False
+    choices: UserChoices = UserChoices()  # the user's model names / endpoint (sidebar settings), this turn only
 
 
 class ApprovalGate:
@@ -160,10 +163,8 @@ class TurnManager:
     def _check_request(self, request: TurnRequest) -> None:
         if not request.message.strip():
             raise TurnError(400, "The message is empty.")
-        if not (self.app.config.base_url or self.app.config.api_key):
-            from .config import NO_ENDPOINT_HELP
-
-            raise TurnError(412, NO_ENDPOINT_HELP)
+        if not (self.app.config.base_url or self.app.config.api_key or request.choices.base_url):
+            raise TurnError(412, NO_ENDPOINT_HELP + (SETTINGS_HINT if self.app.config.allow_user_base_url else ""))
         running = self.active.get(request.path)
         if running is not None:
             raise TurnError(409, f"A turn is already running on {request.path} (turn {running}): wait for it or stop it.")
@@ -267,7 +268,8 @@ class TurnManager:
             entry.executor.stop_pending = turn.stopped
             if request.plugins_only:  # enforced by the verifier for this turn, not just asked for
                 session.agent.policy = lambda: dataclasses.replace(session.policy(), plugin_only=True)
-            session.chat(request.message, on_event=on_event, approve=turn.gate.wait if turn.gate else None)
+            session.chat(request.message, on_event=on_event, approve=turn.gate.wait if turn.gate else None,
+                         choices=request.choices)
         except TaskWeaverLabError as exc:
             state, error = "failed", str(exc)
         except Exception as exc:  # a bug of ours: say so in one line, keep the traceback in the server log

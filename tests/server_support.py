@@ -120,6 +120,7 @@ async def kernel_eval(serverapp: Any, kernel_id: str, code: str) -> str:
     return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
 
 
-def script_one_step(llm: Any, code: str, answer: str = "Done.") -> None:
-    llm.add("planner", plan_reply("Run the step."), plan_reply(answer, send_to="User", stop="Completed"))
-    llm.add("coder", code_reply(code))
+def script_one_step(llm: Any, code: str, answer: str = "Done.", planner: str = "planner", coder: str = "coder") -> None:
+    """A plan with one step, its code, and the answer; replies queued under the given model names."""
+    llm.add(planner, plan_reply("Run the step."), plan_reply(answer, send_to="User", stop="Completed"))
+    llm.add(coder, code_reply(code))

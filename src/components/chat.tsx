@@ -25,6 +25,7 @@ export function ChatPanel(props: { model: SidebarModel; rendermime: IRenderMimeR
       <Header
         binding={binding}
         status={model.status}
+        models={model.models}
         approval={model.settings.approval}
         onApproval={policy => void model.setApproval(policy)}
       />

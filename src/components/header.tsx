@@ -2,14 +2,21 @@ import * as React from 'react';
 import type { INotebookBinding } from '../notebook';
 import type { ApprovalPolicy, IStatus } from '../types';
 
+export interface IModelsShown {
+  planner: string;
+  codeGenerator: string;
+  ownEndpoint: string;
+}
+
 /** Which notebook (and kernel) the chat is bound to, the models, and the approval switch. */
 export function Header(props: {
   binding: INotebookBinding | null;
   status: IStatus | null;
+  models: IModelsShown | null;
   approval: ApprovalPolicy;
   onApproval: (policy: ApprovalPolicy) => void;
 }): JSX.Element {
-  const { binding, status } = props;
+  const { binding, status, models } = props;
   return (
     <div className="jp-TaskWeaver-header">
       <div className="jp-TaskWeaver-binding" title={binding?.path ?? ''}>
@@ -25,10 +32,15 @@ export function Header(props: {
         )}
       </div>
       <div className="jp-TaskWeaver-controls">
-        {status?.configured && (
-          <span className="jp-TaskWeaver-models" title="Planner / Code Generator models">
-            {status.models.planner} / {status.models.code_generator}
-            {status.rtc ? ' · RTC' : ''}
+        {models && (
+          <span
+            className="jp-TaskWeaver-models"
+            title={`Planner / Code Generator models${models.ownEndpoint ? ` at your endpoint ${models.ownEndpoint}` : ''}`}
+          >
+            {models.planner} / {models.codeGenerator}
+            {models.ownEndpoint ? ' · your endpoint' : ''}
+            {status?.rtc ? ' · RTC' : ''}
+            {status?.sandbox === 'landlock' ? ' · sandboxed' : ''}
           </span>
         )}
         <label className="jp-TaskWeaver-approvalSwitch">
