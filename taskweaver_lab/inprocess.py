@@ -16,13 +16,13 @@ What makes a nested cell behave like a separate one:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import sys
 import threading
 import time
 import _thread
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from IPython.core.displayhook import DisplayHook
@@ -30,8 +30,8 @@ from IPython.core.displaypub import DisplayPublisher
 from nbformat.v4 import new_output
 
 from . import guard, kernel_helper
-from .kernel import helper_bootstrap, merge_streams, private_module_code, summarize
-from .plugins import PluginSpec, kernel_bootstrap_code
+from .kernel import finish_execution, install_in_kernel
+from .plugins import PluginSpec
 from .steps import Execution, TaskWeaverLabError
 
 GUARD_MODULE = guard.MODULE_NAME
@@ -155,14 +155,8 @@ class InProcessExecutor:
 
     def install(self, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
         """Helper, guard and plugins, once per kernel (each piece is idempotent)."""
-        names = tuple(p.name for p in plugins if p.enabled)
-        self.bootstrap(helper_bootstrap(self.workspace, names), "the taskweaver_lab helper")
         self.use_guard = use_guard   # installed once per process; armed only in agent_context()
-        if use_guard:
-            source = Path(guard.__file__).read_text()
-            self.bootstrap(private_module_code(GUARD_MODULE, source, f"install({self.workspace!r})"), "the guard")
-        if names:
-            self.bootstrap(kernel_bootstrap_code(plugins, self.workspace), "the plugins")
+        install_in_kernel(self, self.workspace, plugins, use_guard)
 
     # --- the protocol --------------------------------------------------------------------------
     def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
@@ -171,21 +165,13 @@ class InProcessExecutor:
         with self._lock:
             self._interrupted.clear()
             timed_out = self._run(code, agent, timeout, outputs)
-        outputs = [_redact_output(o, self.redact) for o in merge_streams(outputs)]
         report = self._report() if agent else {}
-        self.user_names = frozenset(report.get("user_names", ()))
-        self.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
-        error = next((f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error"), "")
-        summary = summarize(outputs, report, self.summary_chars)
-        if timed_out:
-            summary += f"\n[interrupted: the cell ran longer than {timeout:.0f} s]"
-        interrupted = timed_out or self._interrupted.is_set() or error.startswith("KeyboardInterrupt")
-        self.user_interrupted = error.startswith("KeyboardInterrupt") and not timed_out
-        return Execution(
-            ok=not error, code=code, outputs=tuple(outputs), summary=self.redact(summary), error=self.redact(error),
-            artifacts=tuple(report.get("artifacts", ())), execution_count=None,
-            duration_s=time.monotonic() - started, interrupted=interrupted,
-        )
+        execution = finish_execution(self, code, outputs, report, started=started, timed_out=timed_out,
+                                     timeout=timeout, interrupted=self._interrupted.is_set())
+        # a KeyboardInterrupt from outside (Ctrl-C, Stop), not our timeout: it ends the round (magic.py)
+        stopped = execution.error.startswith("KeyboardInterrupt")
+        self.user_interrupted = stopped and not timed_out
+        return dataclasses.replace(execution, interrupted=True) if stopped else execution
 
     def interrupt(self) -> None:
         """KeyboardInterrupt in the main thread, but only while agent code runs (never in our own code)."""
@@ -241,13 +227,3 @@ class InProcessExecutor:
         except Exception:  # a broken report must not lose the execution itself
             return {}
 
-
-def _redact_output(output: Output, redact: Callable[[str], str]) -> Output:
-    if output["output_type"] == "stream":
-        output["text"] = redact(output["text"])
-    elif output["output_type"] == "error":
-        output["evalue"] = redact(output["evalue"])
-        output["traceback"] = [redact(line) for line in output["traceback"]]
-    elif "text/plain" in output.get("data", {}):
-        output["data"]["text/plain"] = redact(output["data"]["text/plain"])
-    return output

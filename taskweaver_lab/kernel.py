@@ -13,11 +13,12 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from nbformat.v4 import output_from_msg
 
-from . import kernel_helper
+from . import guard, kernel_helper
+from .plugins import PluginSpec, kernel_bootstrap_code
 from .secrets import scrubbed_env
 from .steps import Execution, TaskWeaverLabError
 
@@ -53,6 +54,17 @@ def private_module_code(module_name: str, source: str, call: str) -> str:
 def helper_bootstrap(workspace: str, plugin_names: tuple[str, ...]) -> str:
     source = Path(kernel_helper.__file__).read_text()
     return private_module_code(kernel_helper.MODULE_NAME, source, f"install({workspace!r}, {list(plugin_names)!r})")
+
+
+def install_in_kernel(executor: Any, workspace: str, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
+    """Helper, guard and plugins through ``executor.bootstrap`` (each piece is idempotent in the kernel)."""
+    names = tuple(p.name for p in plugins if p.enabled)
+    executor.bootstrap(helper_bootstrap(workspace, names), "the taskweaver_lab helper")
+    if use_guard:
+        source = Path(guard.__file__).read_text()
+        executor.bootstrap(private_module_code(guard.MODULE_NAME, source, f"install({workspace!r})"), "the guard")
+    if names:
+        executor.bootstrap(kernel_bootstrap_code(plugins, workspace), "the plugins")
 
 
 def merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,6 +115,37 @@ def summarize(outputs: list[dict[str, Any]], report: dict[str, Any], limit: int)
     if report.get("artifacts"):
         parts.append("[files written] " + ", ".join(report["artifacts"]))
     return _head_tail("\n".join(parts) or "(no output)", limit)
+
+
+def redact_output(output: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+    if output["output_type"] == "stream":
+        output["text"] = redact(output["text"])
+    elif output["output_type"] == "error":
+        output["evalue"] = redact(output["evalue"])
+        output["traceback"] = [redact(line) for line in output["traceback"]]
+    elif "text/plain" in output.get("data", {}):
+        output["data"]["text/plain"] = redact(output["data"]["text/plain"])
+    return output
+
+
+def finish_execution(executor: Any, code: str, outputs: list[dict[str, Any]], report: dict[str, Any], *,
+                     started: float, timed_out: bool, timeout: float | None, interrupted: bool,
+                     reply_ok: bool = True, execution_count: int | None = None) -> Execution:
+    """What every executor does once the code ran: redact the outputs, remember the namespace from the
+    kernel helper's report and build the bounded summary the LLM sees."""
+    outputs = [redact_output(o, executor.redact) for o in merge_streams(outputs)]
+    if report:  # keep what we knew rather than forget it (a failed report is not an empty namespace)
+        executor.user_names = frozenset(report.get("user_names", ()))
+        executor.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
+    summary = summarize(outputs, report, executor.summary_chars)
+    if timed_out:
+        summary += f"\n[interrupted: the cell ran longer than {timeout:.0f} s]"
+    error = next((f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error"), "")
+    return Execution(
+        ok=reply_ok and not error, code=code, outputs=tuple(outputs), summary=executor.redact(summary),
+        error=executor.redact(error), artifacts=tuple(report.get("artifacts", ())), execution_count=execution_count,
+        duration_s=time.monotonic() - started, interrupted=timed_out or interrupted,
+    )
 
 
 class KernelExecutor:
@@ -165,25 +208,14 @@ class KernelExecutor:
         self._interrupted.clear()
         expressions = {"twl": HELPER_EXPR % self.summary_chars} if agent else {}
         reply, outputs, timed_out = self._run(code, agent, timeout, user_expressions=expressions)
-        outputs = [self._redact_output(o) for o in merge_streams(outputs)]
         report = self._read_report(reply)
         if agent and not report and not timed_out:
             # ipykernel evaluates user_expressions only after a successful cell: ask again with an
             # empty silent request, or the namespace rule would forget the user's names after an error.
             report = self._read_report(self._run("", False, 30, True, expressions)[0])
-        if report:  # keep what we knew rather than forget it
-            self.user_names = frozenset(report.get("user_names", ()))
-            self.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
-        interrupted = timed_out or self._interrupted.is_set()
-        summary = summarize(outputs, report, self.summary_chars)
-        if timed_out:
-            summary += f"\n[interrupted: the cell ran longer than {timeout:.0f} s]"
-        error = next((f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error"), "")
-        return Execution(
-            ok=reply.get("status") == "ok" and not error, code=code, outputs=tuple(outputs),
-            summary=self.redact(summary), error=self.redact(error), artifacts=tuple(report.get("artifacts", ())),
-            execution_count=reply.get("execution_count"), duration_s=time.monotonic() - started, interrupted=interrupted,
-        )
+        return finish_execution(self, code, outputs, report, started=started, timed_out=timed_out, timeout=timeout,
+                                interrupted=self._interrupted.is_set(), reply_ok=reply.get("status") == "ok",
+                                execution_count=reply.get("execution_count"))
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -195,16 +227,6 @@ class KernelExecutor:
         finally:
             if self._on_close:
                 self._on_close()
-
-    def _redact_output(self, output: dict[str, Any]) -> dict[str, Any]:
-        if output["output_type"] == "stream":
-            output["text"] = self.redact(output["text"])
-        elif "data" in output and "text/plain" in output["data"]:
-            output["data"]["text/plain"] = self.redact(output["data"]["text/plain"])
-        elif output["output_type"] == "error":
-            output["evalue"] = self.redact(output["evalue"])
-            output["traceback"] = [self.redact(line) for line in output["traceback"]]
-        return output
 
     @staticmethod
     def _read_report(reply: dict[str, Any]) -> dict[str, Any]:

@@ -14,23 +14,21 @@ from typing import Any, Callable, Sequence
 
 from traitlets.config import Config
 
-from . import guard
 from .agent import Agent, Decision, Turn
 from .codegen import CodeGenerator
 from .config import TaskWeaverLab, make_config
 from .examples import Example, example_to_yaml, load_examples, select_examples
-from .kernel import Executor, KernelExecutor, helper_bootstrap, private_module_code, start_kernel
+from .kernel import Executor, install_in_kernel, start_kernel
 from .llm import LLM, Cancelled, UserChoices
 from .notebook import FileRecorder, Recorder, cell_for, read_notebook, steps_from_notebook
 from .planner import Planner
-from .plugins import PluginSpec, kernel_bootstrap_code, load_plugins, select_plugins
+from .plugins import PluginSpec, load_plugins, select_plugins
 from .prompts import split_rounds
 from .secrets import redact, scrubbed_env
 from .steps import Answer, Draft, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
 from .verifier import DEFAULT_ALLOWED_MODULES, Policy
 
 Listener = Callable[[Step], None]
-GUARD_MODULE = "_taskweaver_lab_guard"
 
 
 def rounds_as_example(history: Sequence[Step], role: str, rounds: Sequence[int] | None = None) -> str:
@@ -112,15 +110,14 @@ class Session:
     # --- kernel setup -------------------------------------------------------------------
     def setup_kernel(self, replay_notebook: Path | None = None) -> None:
         """Helper, guard and plugins into the kernel (once); optionally re-run a resumed notebook's cells."""
-        if not isinstance(self.executor, KernelExecutor):
-            return
-        names = tuple(p.name for p in self.app.plugins if p.enabled)
-        self.executor.bootstrap(helper_bootstrap(self.workspace, names), "the taskweaver_lab helper")
-        if self.config.guard:
-            source = Path(guard.__file__).read_text()
-            self.executor.bootstrap(private_module_code(GUARD_MODULE, source, f"install({self.workspace!r})"), "the guard")
-        if names:
-            self.executor.bootstrap(kernel_bootstrap_code(self.app.plugins, self.workspace), "the plugins")
+        if getattr(self.executor, "bootstrap", None) is None:
+            return  # an executor without kernel-side setup
+        # The in-process executor's own install() also arms the guard around its agent cells.
+        install = getattr(self.executor, "install", None)
+        if install is not None:
+            install(self.app.plugins, self.config.guard)
+        else:
+            install_in_kernel(self.executor, self.workspace, self.app.plugins, self.config.guard)
         if replay_notebook is not None:
             self._replay(replay_notebook)
 
