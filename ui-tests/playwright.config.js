@@ -45,7 +45,7 @@ module.exports = {
   },
   projects: [
     { name: 'rtc', testMatch: /turn\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
-    { name: 'no-rtc', testMatch: /turn\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
+    { name: 'no-rtc', testMatch: /(turn|approval)\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
     { name: 'unconfigured', testMatch: /first-run\.spec\.ts/, use: { baseURL: 'http://localhost:8890' } }
   ],
   webServer: [

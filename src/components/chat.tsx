@@ -30,7 +30,9 @@ export function ChatPanel(props: { model: SidebarModel; rendermime: IRenderMimeR
         onApproval={policy => void model.setApproval(policy)}
       />
       {model.statusError && <div className="jp-TaskWeaver-error">{model.statusError}</div>}
-      {model.needsConfiguration && <FirstRunHelp help={model.status?.help ?? ''} />}
+      {model.needsConfiguration && (
+        <FirstRunHelp help={model.status?.help ?? ''} ownEndpointAllowed={model.status?.user_base_url !== false} />
+      )}
       <div className="jp-TaskWeaver-turns">
         {chat?.loading && chat.turns.length === 0 && <div className="jp-TaskWeaver-progress">Loading chat…</div>}
         {chat?.error && <div className="jp-TaskWeaver-error">{chat.error}</div>}
@@ -63,7 +65,7 @@ export function ChatPanel(props: { model: SidebarModel; rendermime: IRenderMimeR
   );
 }
 
-function FirstRunHelp(props: { help: string }): JSX.Element {
+function FirstRunHelp(props: { help: string; ownEndpointAllowed: boolean }): JSX.Element {
   return (
     <div className="jp-TaskWeaver-firstRun">
       <div className="jp-TaskWeaver-firstRunTitle">Connect an LLM endpoint to start</div>
@@ -71,6 +73,12 @@ function FirstRunHelp(props: { help: string }): JSX.Element {
         {props.help ||
           'Set OPENAI_BASE_URL and OPENAI_API_KEY (or c.TaskWeaverLab.base_url / api_key) for the Jupyter server and restart it.'}
       </pre>
+      {props.ownEndpointAllowed && (
+        <div className="jp-TaskWeaver-help">
+          Or, for your own turns only: Settings &gt; Settings Editor &gt; TaskWeaver &gt; LLM base URL (and the model
+          names), e.g. a local OpenAI-compatible model. The server&apos;s API key is never sent there.
+        </div>
+      )}
     </div>
   );
 }
