@@ -3,7 +3,9 @@
 Builds the ``TaskWeaverApp`` from the server's config (``c.TaskWeaverLab.*`` / ``--TaskWeaverLab.*``;
 the traitlets are declared once in ``config.py``), the ``TurnManager`` and the routes. Once the port is
 known it tells kernels where the server is (``TASKWEAVER_LAB_SERVER_URL``) and makes sure kernels
-started by this server never inherit the secrets in ``TaskWeaverLab.scrub_env``.
+started by this server never inherit the secrets in ``TaskWeaverLab.scrub_env``. With
+``TaskWeaverLab.sandbox=landlock`` it offers the sandboxed kernelspec and lets turns run only in its
+kernels (``sandbox_kernelspec.py``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 
 from .config import NO_ENDPOINT_HELP, TaskWeaverLab
+from .sandbox_kernelspec import SandboxKernels, ServerSandbox
 from .secrets import scrubbed_env
 
 SERVER_URL_ENV = "TASKWEAVER_LAB_SERVER_URL"
@@ -32,10 +35,17 @@ class TaskWeaverLabExtension(ExtensionApp):
         self.turns: Any = None  # the TurnManager needs the running loop: see below
         for problem in self.core.load_errors:
             self.log.warning("taskweaver_lab: %s", problem)
-        if self.config_section.sandbox != "none":  # never let a security setting be silently ignored
-            self.log.error("taskweaver_lab: TaskWeaverLab.sandbox=%s applies to kernels started by `jupyter taskweaver` "
-                           "and the Python API; notebook kernels of this server are NOT sandboxed (see docs/security.md, "
-                           "layer 4, for the kernelspec to use).", self.config_section.sandbox)
+        self.sandbox = self._setup_sandbox()
+
+    def _setup_sandbox(self) -> ServerSandbox | None:
+        """Kernels of the sandbox kernelspec always get their IPC plumbing (it may be installed by hand);
+        with sandbox=landlock the spec is also offered and turns are gated on it (sandbox_kernelspec.py)."""
+        SandboxKernels(self.serverapp.kernel_manager).install()
+        if self.config_section.sandbox != "landlock":
+            return None
+        server_sandbox = ServerSandbox(self.serverapp, self.log)
+        server_sandbox.offer()
+        return server_sandbox
 
     def initialize_handlers(self) -> None:
         from .handlers import routes
@@ -49,13 +59,16 @@ class TaskWeaverLabExtension(ExtensionApp):
         if url:
             os.environ[SERVER_URL_ENV] = url
         scrub_kernel_env(serverapp.kernel_manager, list(self.config_section.scrub_env), url)
-        self.turns = TurnManager(self.core, serverapp, asyncio.get_running_loop(), self.ydoc)
+        admit = self.sandbox.admit if self.sandbox is not None else None
+        self.turns = TurnManager(self.core, serverapp, asyncio.get_running_loop(), self.ydoc, admit=admit)
         self.log.info("taskweaver_lab: %s; kernels reach the server at %s",
                       "LLM endpoint configured" if self.configured else "no LLM endpoint configured", url or "(unix socket)")
 
     async def stop_extension(self) -> None:
         if self.turns is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.turns.close)
+        if self.sandbox is not None:
+            self.sandbox.close()
 
     @property
     def configured(self) -> bool:
@@ -75,7 +88,9 @@ class TaskWeaverLabExtension(ExtensionApp):
         return {"configured": self.configured, "help": "" if self.configured else NO_ENDPOINT_HELP,
                 "models": {"planner": config.model_for("planner"), "code_generator": config.model_for("code_generator")},
                 "rtc": self.ydoc() is not None, "approval": config.approval,
-                "load_errors": list(self.core.load_errors)}
+                "load_errors": list(self.core.load_errors),
+                "sandbox": "landlock" if self.sandbox is not None else "none",
+                **(self.sandbox.status() if self.sandbox is not None else {})}
 
 
 def server_url(serverapp: Any) -> str:

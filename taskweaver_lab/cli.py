@@ -2,6 +2,7 @@
 
     jupyter taskweaver run NOTEBOOK -m "message" [-m "next message" ...] [--json] [--TaskWeaverLab.<name>=...]
     jupyter taskweaver save-example NOTEBOOK OUT.yaml [--role planner|code_generator] [--round N ...]
+    jupyter taskweaver install-sandbox-kernelspec [--user | --sys-prefix | --prefix DIR]
 
 Exit 0 on success; non-zero with a one-line reason on failure.
 """
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("output")
     save.add_argument("--role", choices=["planner", "code_generator"], default="planner")
     save.add_argument("--round", type=int, action="append", help="round number(s) to save (default: the last)")
+    spec = sub.add_parser("install-sandbox-kernelspec",
+                          help="install the 'taskweaver-sandbox' kernelspec (Landlock + seccomp; its kernels need the "
+                               "taskweaver_lab server extension, which starts them over IPC)")
+    where = spec.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for the current user only")
+    where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (this virtualenv/conda env)")
+    where.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
     return parser
 
 
@@ -94,12 +102,25 @@ def save_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def install_sandbox_kernelspec(args: argparse.Namespace) -> int:
+    from .sandbox import check_support
+    from .sandbox_kernelspec import DISPLAY_NAME, install_kernelspec
+
+    check_support()  # a spec whose kernels cannot start would only fail later, in the notebook
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    print(f"installed '{DISPLAY_NAME}' in {install_kernelspec(user=args.user, prefix=prefix)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         rest, overrides = split_config_args(sys.argv[1:] if argv is None else argv)
         args = _parser().parse_args(rest)
-        code = run(args, overrides) if args.command == "run" else save_example(args)
+        if args.command == "run":
+            code = run(args, overrides)
+        else:
+            code = save_example(args) if args.command == "save-example" else install_sandbox_kernelspec(args)
     except TaskWeaverLabError as exc:
         print(f"taskweaver: {exc}", file=sys.stderr)
         code = 2

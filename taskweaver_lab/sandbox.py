@@ -32,7 +32,8 @@ still leave ``connect`` to loopback services open. With ``transport="ipc"`` the 
 kernel binds in a private folder, so *all* inet sockets and *all* ``connect`` calls can be denied.
 ``sandboxed_kernel_manager`` sets that up (absolute ``ip`` next to an explicit connection file, which is what
 made IPC fail when the kernel's cwd differed from the connection file's folder: jupyter_client's default ``ip``
-for IPC is the relative ``kernel-ipc`` unless the connection file is known first).
+for IPC is the relative ``kernel-ipc`` unless the connection file is known first). In a Jupyter server,
+``sandbox_kernelspec.py`` does the same for every kernel of the ``taskweaver-sandbox`` kernelspec.
 """
 from __future__ import annotations
 
@@ -333,6 +334,12 @@ def sandbox_rules(workspace: str, read_roots: Sequence[str], connection_file: st
     return rules
 
 
+def default_state_dir(connection_file: str) -> str:
+    """Where a kernel started without ``--state-dir`` keeps its state: next to its connection file (the
+    server's runtime dir), one per kernel. The server removes it when the kernel goes (sandbox_kernelspec.py)."""
+    return os.path.splitext(os.path.realpath(connection_file))[0] + "-sandbox"
+
+
 def launch(workspace: str, read_roots: Sequence[str], kernel_argv: Sequence[str], state_dir: str | None = None) -> None:
     """Apply Landlock here, then exec the interpreter with the seccomp bootstrap; does not return."""
     abi = check_support()
@@ -340,8 +347,7 @@ def launch(workspace: str, read_roots: Sequence[str], kernel_argv: Sequence[str]
     if not os.path.isdir(workspace):
         raise TaskWeaverLabError(f"The sandbox workspace {workspace} is not a folder.")
     connection_file = os.path.realpath(_connection_file(kernel_argv))
-    # default: next to the connection file (the server's runtime dir), one per kernel
-    state = Path(state_dir or os.path.splitext(connection_file)[0] + "-sandbox")
+    state = Path(state_dir or default_state_dir(connection_file))
     state.mkdir(mode=0o700, exist_ok=True)
     env = dict(os.environ)
     prepare_state(state, env)

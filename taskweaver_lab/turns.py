@@ -126,8 +126,9 @@ class TurnManager:
     """The registry of per-notebook sessions and running turns (lives on the server loop)."""
 
     def __init__(self, app: TaskWeaverApp, serverapp: Any, loop: asyncio.AbstractEventLoop,
-                 ydoc: Callable[[], Any | None] = lambda: None) -> None:
+                 ydoc: Callable[[], Any | None] = lambda: None, admit: Callable[[ServerKernel], None] | None = None) -> None:
         self.app, self.serverapp, self.loop, self.ydoc = app, serverapp, loop, ydoc
+        self.admit = admit or (lambda kernel: None)  # (worker thread) raises TurnError to refuse a kernel: sandbox=landlock
         self.sessions: dict[str, NotebookSession] = {}
         self.turns: dict[str, Turn] = {}
         self.active: dict[str, str] = {}            # path -> id of its running turn
@@ -211,6 +212,7 @@ class TurnManager:
     # --- sessions and recorders -------------------------------------------------------------
     def _session_for(self, request: TurnRequest, os_path: str, kernel: ServerKernel) -> NotebookSession:
         """(worker thread) The notebook's session on this kernel: reused, re-attached or created."""
+        self.admit(kernel)
         entry = self.sessions.get(request.path)
         if entry is None or not entry.kernel.same_process(kernel) or request.new:
             entry = self._new_session(request, os_path, kernel, entry)
