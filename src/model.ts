@@ -256,6 +256,18 @@ export class SidebarModel {
   get statusError(): string {
     return this._statusError;
   }
+  /** What the admin should know and the user should see: a sandbox that cannot work, plugins that failed. */
+  get serverWarnings(): string[] {
+    const status = this._status;
+    if (!status) {
+      return [];
+    }
+    const warnings = (status.load_errors ?? []).map(problem => `Not loaded: ${problem}`);
+    if (status.sandbox_error) {
+      warnings.unshift(`Turns are refused: this server must sandbox agent code but cannot (${status.sandbox_error}).`);
+    }
+    return warnings;
+  }
   get binding(): INotebookBinding | null {
     return this._binding;
   }

@@ -165,6 +165,12 @@ export interface IStatus {
   allowed_models?: string[];
   /** "landlock" when agent code only runs in sandboxed kernels. */
   sandbox?: string;
+  /** The kernelspec display name to switch to when sandbox is "landlock". */
+  sandbox_kernel?: string;
+  /** Why this machine cannot sandbox (every turn is refused until an admin fixes it). */
+  sandbox_error?: string;
+  /** Plugins or examples that failed to load (the rest work). */
+  load_errors?: string[];
 }
 
 export interface ISessionSnapshot {

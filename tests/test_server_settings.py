@@ -97,4 +97,6 @@ async def test_settings_the_admin_does_not_allow_are_refused(
                                                    "message": "hi", "overrides": overrides})
     assert response.code == status and words in as_json(response)["error"], response.body
     assert llm_server.requests == []
+    shown = as_json(await jp_fetch(NS, "status"))  # what the sidebar learns of these limits
+    assert shown["allowed_models"] == ["planner", "coder"] and shown["user_base_url"] is allowed
 

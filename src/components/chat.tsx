@@ -30,6 +30,11 @@ export function ChatPanel(props: { model: SidebarModel; rendermime: IRenderMimeR
         onApproval={policy => void model.setApproval(policy)}
       />
       {model.statusError && <div className="jp-TaskWeaver-error">{model.statusError}</div>}
+      {model.serverWarnings.map(warning => (
+        <div key={warning} className="jp-TaskWeaver-serverWarning">
+          {warning}
+        </div>
+      ))}
       {model.needsConfiguration && (
         <FirstRunHelp help={model.status?.help ?? ''} ownEndpointAllowed={model.status?.user_base_url !== false} />
       )}
