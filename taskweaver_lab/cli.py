@@ -2,6 +2,7 @@
 
     jupyter taskweaver run NOTEBOOK -m "message" [-m "next message" ...] [--json] [--TaskWeaverLab.<name>=...]
     jupyter taskweaver save-example NOTEBOOK OUT.yaml [--role planner|code_generator] [--round N ...]
+    jupyter taskweaver config            # every setting with its help, as a commented config file
     jupyter taskweaver install-sandbox-kernelspec [--user | --sys-prefix | --prefix DIR]
 
 Exit 0 on success; non-zero with a one-line reason on failure.
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("output")
     save.add_argument("--role", choices=["planner", "code_generator"], default="planner")
     save.add_argument("--round", type=int, action="append", help="round number(s) to save (default: the last)")
+    sub.add_parser("config", help="print every TaskWeaverLab setting with its help and default, as a config file "
+                                  "(jupyter taskweaver config > jupyter_taskweaver_config.py)")
     spec = sub.add_parser("install-sandbox-kernelspec",
                           help="install the 'taskweaver-sandbox' kernelspec (Landlock + seccomp; its kernels need the "
                                "taskweaver_lab server extension, which starts them over IPC)")
@@ -112,18 +115,25 @@ def install_sandbox_kernelspec(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_config() -> int:
+    """Every knob, commented out at its default: the config file an admin starts from."""
+    print(TaskWeaverLab.class_config_section())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         rest, overrides = split_config_args(sys.argv[1:] if argv is None else argv)
         args = _parser().parse_args(rest)
-        if args.command == "run":
-            code = run(args, overrides)
-        else:
-            code = save_example(args) if args.command == "save-example" else install_sandbox_kernelspec(args)
+        commands = {"run": lambda: run(args, overrides), "save-example": lambda: save_example(args),
+                    "config": print_config, "install-sandbox-kernelspec": lambda: install_sandbox_kernelspec(args)}
+        code = commands[args.command]()
     except TaskWeaverLabError as exc:
         print(f"taskweaver: {exc}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # `jupyter taskweaver config | head`: the reader had enough
+        code = 0
     except KeyboardInterrupt:
         print("taskweaver: interrupted", file=sys.stderr)
         code = 130

@@ -86,3 +86,18 @@ def test_save_example_verb_round_trips(llm_server, workspace: Path) -> None:
     examples, errors = load_examples([str(workspace)])
     assert not errors and examples[0].role == "planner"
     assert any("how many rows" in t.text for t in examples[0].turns)
+
+
+def test_config_verb_prints_a_config_file_of_every_knob(tmp_path: Path) -> None:
+    from taskweaver_lab.config import TaskWeaverLab, load_config_files
+
+    result = subprocess.run(["jupyter", "taskweaver", "config"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    knobs = TaskWeaverLab.class_traits(config=True)
+    assert all(f"# c.TaskWeaverLab.{name} = " in result.stdout for name in knobs)
+    # Uncommented, it is a valid config file that sets every knob to its default.
+    active = result.stdout.replace("# c.TaskWeaverLab.", "c.TaskWeaverLab.")
+    (tmp_path / "jupyter_taskweaver_config.py").write_text(active)
+    section = load_config_files([str(tmp_path)]).TaskWeaverLab
+    assert set(section) == set(knobs)
+    assert section.max_attempts == TaskWeaverLab().max_attempts and section.approval == "auto"
