@@ -10,7 +10,7 @@ from .codegen import CodeGenerator
 from .config import TaskWeaverLab
 from .kernel import Executor
 from .llm import Cancelled, Reply
-from .planner import Planner
+from .planner import Planner, stalled
 from .steps import Answer, Draft, Execution, Notice, Plan, Step, TaskWeaverLabError, TextDelta, UserMessage, Verdict
 from .verifier import Policy, verify
 
@@ -47,6 +47,11 @@ class Turn:
         return lambda text: self.emit(TextDelta(role, text))  # type: ignore[arg-type]
 
 
+def last_result(history: list[Step], round_number: int) -> Execution | None:
+    """The round's last successful execution (what a stalled round ends with)."""
+    return next((s for s in reversed(history) if isinstance(s, Execution) and s.ok and s.round == round_number), None)
+
+
 class Agent:
     def __init__(self, planner: Planner, coder: CodeGenerator, executor: Executor,
                  policy: Callable[[], Policy], config: TaskWeaverLab) -> None:
@@ -57,12 +62,21 @@ class Agent:
         turn.add(user)
         while True:
             plan = self.planner.next(history, user.round, turn.record, turn.delta("planner"), turn.cancel)
+            finished = last_result(history, user.round) if stalled(plan, history) else None
             turn.add(plan)
-            if plan.send_to == "User":
-                answer = Answer(plan.message, plan.is_question, plan.stop, user.round)
+            if plan.send_to == "User" or finished is not None:
+                answer = self._answer(plan, finished)
                 turn.add(answer)
                 return answer
             self.run_step(plan, user.text, turn)
+
+    @staticmethod
+    def _answer(plan: Plan, finished: Execution | None) -> Answer:
+        if finished is None:
+            return Answer(plan.message, plan.is_question, plan.stop, plan.round)
+        # Still asking for finished work after the Planner's re-ask: end with what is known, not at the call cap.
+        return Answer("The Planner kept asking for work that is already done, so this round ends with the last "
+                      f"result:\n{finished.summary}", False, "Completed", plan.round)
 
     def run_step(self, plan: Plan, request: str, turn: Turn) -> None:
         """Auto-correction: rejections and errors go straight back to the Code Generator, no Planner call.

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 from .llm import LLM, Reply
 from .prompts import planner_messages
 from .replies import ReplyParseError, ask_parsed, extract_json_object
-from .steps import Plan, Step, UserMessage
+from .steps import Execution, Plan, Step, UserMessage
 
 STOPS = ("InProcess", "Completed", "Clarification", "AdditionalInformation", "SecurityRisks", "TaskFailure")
 
@@ -85,5 +85,34 @@ class Planner:
         """One Planner decision (ReAct: it sees every execution report in ``history``)."""
         query = next((s.text for s in reversed(history) if isinstance(s, UserMessage)), "")
         messages = planner_messages(history, self.capabilities(query), self.examples(query))
-        return ask_parsed(self.llm, "planner", messages, lambda text: parse_plan(text, round_number),
-                          "one JSON object", record, PLAN_SCHEMA, on_delta, cancel)
+        nudged: list[bool] = []
+
+        def parse(text: str) -> Plan:
+            plan = parse_plan(text, round_number)
+            problem = "" if nudged else stalled(plan, history)
+            if problem:  # once per decision: a second such reply is taken as meant
+                nudged.append(True)
+                raise ReplyParseError(problem)
+            return plan
+
+        return ask_parsed(self.llm, "planner", messages, parse, "one JSON object", record, PLAN_SCHEMA, on_delta, cancel)
+
+
+def stalled(plan: Plan, history: Sequence[Step]) -> str:
+    """Why ``plan`` would go round in circles, or "". Small models keep counting steps past the last one, or
+    send the step that just succeeded again (seen with a 1.5B model: identical steps until the call cap).
+    Such a reply gets one corrective re-ask instead."""
+    if plan.send_to != "CodeInterpreter":
+        return ""
+    done = ('Answer the User with the results you have (send_to "User", stop "Completed"), or re-plan if '
+            'something is still missing')
+    if plan.current_step > len(plan.plan):
+        return (f'"current_plan_step" {plan.current_step} is past the end of your {len(plan.plan)}-step plan, '
+                f'so every step is done. {done}')
+    previous = next((s for s in reversed(history) if isinstance(s, Plan)), None)
+    last_run = next((s for s in reversed(history) if isinstance(s, Execution)), None)
+    if (previous is not None and last_run is not None and last_run.ok and last_run.round == plan.round
+            and previous.round == plan.round and (previous.current_step, previous.message) == (plan.current_step, plan.message)):
+        return (f'step {plan.current_step} already ran successfully with this very message (its report is above). '
+                f'Go on with step {plan.current_step + 1}, or if this was the last step: {done}')
+    return ""

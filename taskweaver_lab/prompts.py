@@ -38,9 +38,14 @@ def plan_json(plan: Plan) -> str:
     }, ensure_ascii=False)
 
 
-def execution_report(execution: Execution) -> str:
+def execution_report(execution: Execution, plan: Plan | None = None) -> str:
+    """The CodeInterpreter's report; after the plan's last step it says so (small models otherwise run it again)."""
     status = "ok" if execution.ok else ("interrupted" if execution.interrupted else "failed")
-    return f"CodeInterpreter (step {execution.step}, {status}):\n{data_block(execution.summary)}"
+    where = f"step {execution.step}"
+    if plan is not None:
+        last = execution.ok and execution.step >= len(plan.plan)
+        where += f" of {len(plan.plan)}" + ("; that was the last step" if last else "")
+    return f"CodeInterpreter ({where}, {status}):\n{data_block(execution.summary)}"
 
 
 def _system_messages(role: str, functions_intro: str, functions: str, examples: Sequence[Any]) -> Messages:
@@ -72,13 +77,16 @@ def split_rounds(history: Sequence[Step]) -> list[list[Step]]:
 
 def _round_messages(steps: Sequence[Step], compact: bool) -> Messages:
     out: Messages = []
+    plan: Plan | None = None
     for step in steps:
         if isinstance(step, UserMessage):
             out.append({"role": "user", "content": f"User: {step.text}"})
-        elif isinstance(step, Plan) and not (compact and step.send_to != "User"):
-            out.append({"role": "assistant", "content": plan_json(step)})
+        elif isinstance(step, Plan):
+            plan = step
+            if not (compact and step.send_to != "User"):
+                out.append({"role": "assistant", "content": plan_json(step)})
         elif isinstance(step, Execution) and not compact:
-            out.append({"role": "user", "content": execution_report(step)})
+            out.append({"role": "user", "content": execution_report(step, plan)})
     return out
 
 

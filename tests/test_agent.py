@@ -279,3 +279,31 @@ def test_sandbox_landlock_config_runs_the_loop_in_a_sandboxed_kernel(llm_server,
         assert executions[-1].ok, executions[-1].summary
         blocked = session.executor.execute(f"open({str(outside)!r}).read()", agent=False)  # even a 'user' cell
     assert not blocked.ok and "PermissionError" in blocked.error
+
+
+def test_a_planner_repeating_finished_work_is_re_asked_once_then_the_round_ends(llm_server, workspace: Path) -> None:
+    """Seen with a real 1.5B model: the same finished step sent again and again until the call cap."""
+    step = plan_reply("Compute the total of the 'units' column of sales.csv.")
+    llm_server.add("planner", step, step, step)  # the first ask, the same again, and again after the re-ask
+    llm_server.add("coder", code_reply("import pandas as pd\nprint('total units', pd.read_csv('sales.csv')['units'].sum())"))
+    app = TaskWeaverApp(config=agent_config(llm_server))
+    with app.create_session(notebook=workspace / "loop.ipynb") as session:
+        answer = session.chat("total units in sales.csv")
+    assert models(llm_server) == ["planner", "coder", "planner", "planner"]
+    reask = llm_server.requests[-1]["messages"][-1]["content"]
+    assert "already ran successfully" in reask
+    assert answer.stop == "Completed" and "already done" in answer.text and "total units" in answer.text
+
+
+def test_a_step_past_the_end_of_the_plan_is_corrected_by_the_re_ask(llm_server, workspace: Path) -> None:
+    llm_server.add("planner", plan_reply("Print 6 * 7."), plan_reply("Print 6 * 7 again.", step=2),
+                   plan_reply("It is 42.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("print(6 * 7)"))
+    app = TaskWeaverApp(config=agent_config(llm_server))
+    with app.create_session(notebook=workspace / "past.ipynb") as session:
+        answer = session.chat("what is 6 * 7")
+    assert answer.text == "It is 42."
+    assert models(llm_server) == ["planner", "coder", "planner", "planner"]
+    assert "past the end of your 1-step plan" in llm_server.requests[-1]["messages"][-1]["content"]
+    report = llm_server.requests[2]["messages"][-1]["content"]
+    assert report.startswith("CodeInterpreter (step 1 of 1; that was the last step, ok)")
