@@ -78,6 +78,8 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     for problem in app.load_errors:
         print(f"warning: {problem}", file=sys.stderr)
     with app.create_session(notebook=args.notebook, new=args.new) as session:
+        for notice in session.setup_notices:
+            print(f"warning: {notice.text}", file=sys.stderr)
         for message in args.message:
             answer = session.chat(message, on_event=_print_event if args.json else None)
             if not args.json:

@@ -26,7 +26,7 @@ from .plugins import PluginSpec, load_plugins, select_plugins
 from .prompts import split_rounds
 from .secrets import redact, scrubbed_env
 from .steps import Answer, Draft, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
-from .verifier import DEFAULT_ALLOWED_MODULES, Policy
+from .verifier import DEFAULT_ALLOWED_MODULES, Policy, verify
 
 Listener = Callable[[Step], None]
 
@@ -99,6 +99,7 @@ class Session:
         self.app, self.config, self.executor, self.recorder = app, app.config, executor, recorder
         self.workspace, self.id, self.history = workspace, session_id, history
         self.listeners: list[Listener] = []
+        self.setup_notices: list[Notice] = []  # what setting up the kernel had to say (e.g. a replay problem)
         self.usage = Usage()
         self.llm = LLM(self.config)
         planner = Planner(self.llm, app.capabilities, app.examples_for("planner"))
@@ -122,13 +123,33 @@ class Session:
             self._replay(replay_notebook)
 
     def _replay(self, path: Path) -> None:
+        """Re-run the record's code cells in a fresh kernel. The user's own cells run as they are (like Run
+        All); generated cells are verified again first: the file may have been edited since they were made."""
         for cell in read_notebook(path).cells:
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
             agent = "taskweaver_lab" in cell.metadata
-            result = self.executor.execute(cell.source, agent=agent, timeout=self.config.execution_timeout)
+            source = self._reverified(cell) if agent else cell.source
+            if source is None:
+                continue
+            result = self.executor.execute(source, agent=agent, timeout=self.config.execution_timeout)
             if not result.ok:
-                self._emit(Notice("warning", f"Re-running a recorded cell failed: {result.error}"))
+                self._setup_notice(f"Re-running a recorded cell failed: {result.error}")
+
+    def _setup_notice(self, text: str) -> None:
+        """Setup runs before anyone listens (create_session): keep what it has to say for the caller."""
+        notice = Notice("warning", text)
+        self.setup_notices.append(notice)
+        self._emit(notice)
+
+    def _reverified(self, cell: Any) -> str | None:
+        verdict = verify(cell.source, self.policy())
+        if verdict.ok:
+            return verdict.checked_source or cell.source
+        where = cell.metadata["taskweaver_lab"]
+        self._setup_notice(f"Not re-running the generated cell of round {where.get('round')}, step {where.get('step')}: "
+                           f"it no longer passes verification ({verdict.feedback()}). Was it edited after it was generated?")
+        return None
 
     def policy(self) -> Policy:
         specs: list[PluginSpec] = [p for p in self.app.plugins if p.enabled]

@@ -307,3 +307,24 @@ def test_a_step_past_the_end_of_the_plan_is_corrected_by_the_re_ask(llm_server, 
     assert "past the end of your 1-step plan" in llm_server.requests[-1]["messages"][-1]["content"]
     report = llm_server.requests[2]["messages"][-1]["content"]
     assert report.startswith("CodeInterpreter (step 1 of 1; that was the last step, ok)")
+
+
+def test_resume_does_not_replay_a_generated_cell_edited_to_fail_verification(llm_server, workspace: Path) -> None:
+    """The record is a file anyone can edit: on resume, generated cells are verified again before they re-run."""
+    llm_server.add("planner", plan_reply("Set marker."), plan_reply("Done.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("marker = 1"))
+    notebook = workspace / "tampered.ipynb"
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=notebook) as session:
+        session.chat("set marker")
+    nb = nbformat.read(notebook, 4)
+    generated = next(c for c in nb.cells if c.cell_type == "code")
+    generated.source = "import os\nos.system('touch pwned')\nmarker = 1"  # edited after it was generated
+    nb.cells.append(nbformat.v4.new_code_cell("user_value = 5"))  # the user's own cell: replayed as it is
+    nbformat.write(nb, notebook)
+
+    with TaskWeaverApp(config=agent_config(llm_server)).create_session(notebook=notebook) as resumed:
+        notices = [n.text for n in resumed.setup_notices]
+        state = resumed.executor.execute("print('marker' in globals(), user_value)", agent=False)
+    assert len(notices) == 1 and "round 1, step 1" in notices[0] and "no longer passes verification" in notices[0]
+    assert not (workspace / "pwned").exists()
+    assert state.outputs[0]["text"] == "False 5\n"
