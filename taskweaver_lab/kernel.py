@@ -24,6 +24,12 @@ from .steps import Execution, TaskWeaverLabError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 HELPER_EXPR = f"__import__('sys').modules['{kernel_helper.MODULE_NAME}'].report(%d)"
+# After a Stop or a timeout: how long the kernel gets to end the cell before the turn gives up on it
+# (a blocking C call ignores the interrupt; the code may go on running in the kernel).
+STOP_GRACE_S = 15.0
+# The execute_reply follows the idle status within milliseconds; after a Stop it may never come (an
+# interrupt that hit ipykernel after the cell), so we wait less for it.
+REPLY_WAIT_S, REPLY_WAIT_AFTER_STOP_S = 30.0, 3.0
 
 
 class Executor(Protocol):
@@ -162,6 +168,7 @@ class KernelExecutor:
         self._lock = threading.Lock()
         self._interrupted = threading.Event()
         self.subshell_id: str | None = None
+        self.agent_msg_id: str | None = None  # the agent execute_request being collected (what Stop aims at)
 
     def use_subshell(self) -> str:
         """Run agent code on an ipykernel (>= 7) subshell: it runs while the main shell is busy
@@ -179,8 +186,8 @@ class KernelExecutor:
                 break
         raise TaskWeaverLabError("This kernel does not support subshells (needs ipykernel >= 7).")
 
-    def _control_request(self, kind: str, timeout: float) -> dict[str, Any] | None:
-        msg = self.client.session.msg(kind, {})
+    def _control_request(self, kind: str, timeout: float, content: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        msg = self.client.session.msg(kind, content or {})
         self.client.control_channel.send(msg)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -247,16 +254,22 @@ class KernelExecutor:
                        "allow_stdin": False,
                        "user_expressions": user_expressions or {}, "stop_on_error": True}
             msg = self.client.session.msg("execute_request", content, metadata={"taskweaver_lab": {"agent": agent}})
+            msg_id = msg["header"]["msg_id"]
             if self.subshell_id:
                 msg["header"]["subshell_id"] = self.subshell_id
+            self.agent_msg_id = msg_id if agent else None
             self.client.shell_channel.send(msg)
-            outputs, timed_out = self._collect(msg["header"]["msg_id"], timeout)
-            return self._shell_reply(msg["header"]["msg_id"]), outputs, timed_out
+            try:
+                outputs, timed_out = self._collect(msg_id, timeout)
+            finally:
+                self.agent_msg_id = None
+            return self._shell_reply(msg_id), outputs, timed_out
 
     def _collect(self, msg_id: str, timeout: float | None) -> tuple[list[dict[str, Any]], bool]:
         outputs: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout if timeout else None
         timed_out = False
+        stopped_at: float | None = None
         while True:
             try:
                 msg = self.client.get_iopub_msg(timeout=0.25)
@@ -265,7 +278,14 @@ class KernelExecutor:
                     raise TaskWeaverLabError("The kernel died while running the code. Restart the kernel and ask again.")
                 if deadline and time.monotonic() > deadline and not timed_out:
                     timed_out = True  # interrupt once, then wait for the kernel to report the KeyboardInterrupt
-                    self._interrupt()
+                    self.interrupt()
+                if self._interrupted.is_set():
+                    stopped_at = stopped_at or time.monotonic()
+                    if time.monotonic() - stopped_at > STOP_GRACE_S:
+                        raise TaskWeaverLabError(
+                            f"The step's code did not stop within {STOP_GRACE_S:.0f} s (a blocking call ignores the "
+                            "interrupt); it may still be running in the kernel. Interrupt or restart the kernel if it "
+                            "does not finish, then ask again.")
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue  # the user's own cells share this kernel's iopub
@@ -278,16 +298,18 @@ class KernelExecutor:
                 outputs.clear()
 
     def _shell_reply(self, msg_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 30
+        stopped = self._interrupted.is_set()
+        deadline = time.monotonic() + (REPLY_WAIT_AFTER_STOP_S if stopped else REPLY_WAIT_S)
         while time.monotonic() < deadline:
             try:
-                msg = self.client.get_shell_msg(timeout=1)
+                msg = self.client.get_shell_msg(timeout=0.5)
             except queue.Empty:
                 continue
             if msg["parent_header"].get("msg_id") == msg_id:
                 return msg["content"]
+        if stopped:  # the cell ended (idle) but the interrupt cost its reply: report it as stopped
+            return {"status": "error", "ename": "KeyboardInterrupt", "evalue": "stopped"}
         raise TaskWeaverLabError("The kernel did not answer the execute request. Is it still running?")
-
 
 def start_kernel(workspace: str, scrub_patterns: list[str], summary_chars: int = 1500,
                  redact: Callable[[str], str] = lambda text: text, kernel_name: str = "python3",

@@ -5,15 +5,18 @@ It runs as the private module ``_taskweaver_lab_kernel`` (never in the user's na
 - snapshots the namespace and the workspace's files before an agent cell;
 - afterwards, ``report()`` returns a bounded JSON summary: the cell's result, the variables it
   created or changed, every variable's one-line description, the names the user (not the agent)
-  owns, and the files it created or changed. Its size does not grow with the data.
+  owns, and the files it created or changed. Its size does not grow with the data;
+- ``stop(msg_id)`` interrupts one agent cell, and only while that cell's own code runs (Stop).
 """
 import json
 import os
+import threading
 
 MODULE_NAME = "_taskweaver_lab_kernel"
 _IGNORED = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 _state = {"agent_names": set(), "plugin_names": set(), "ids": {}, "files": {}, "count": None,
-          "workspace": ".", "agent_cell": False}
+          "workspace": ".", "agent_cell": False,
+          "running": {}}  # thread ident -> msg_id of the agent execute_request that thread runs
 
 
 def _ip():
@@ -49,14 +52,27 @@ def _file_times(workspace, limit=5000):
     return times
 
 
+def _parent_msg_id():
+    kernel = getattr(_ip(), "kernel", None)
+    parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else {}
+    return ((parent or {}).get("header") or {}).get("msg_id")
+
+
 def _pre_run_cell(info=None):
     _state["agent_cell"] = is_agent_cell()
     if not _state["agent_cell"]:
+        _state["running"].pop(threading.get_ident(), None)
         return
     ns = _ip().user_ns
     _state["ids"] = {n: id(ns[n]) for n in _public_names(ns)}
     _state["files"] = _file_times(_state["workspace"])
     _state["count"] = _ip().execution_count
+    _state["running"][threading.get_ident()] = _parent_msg_id()  # last: stop() may aim at this cell now
+
+
+def _post_execute():
+    # the first post_execute hook (installed before the guard's): the cell's code is over
+    _state["running"].pop(threading.get_ident(), None)
 
 
 def _post_run_cell(result=None):
@@ -73,8 +89,43 @@ def install(workspace, plugin_names=()):
     ip = _ip()
     if not _state.get("installed") and ip is not None:
         ip.events.register("pre_run_cell", _pre_run_cell)
+        ip.events.register("post_execute", _post_execute)
         ip.events.register("post_run_cell", _post_run_cell)
         _state["installed"] = True
+
+
+def _in_cell_code(frame):
+    """True while a thread whose innermost frame is ``frame`` runs the cell's own code (IPython's
+    ``run_code`` has the cell's ``<module>`` frame directly above it)."""
+    child = None
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "run_code" and code.co_filename.endswith("interactiveshell.py"):
+            return child is not None and child.f_code.co_name == "<module>"
+        child, frame = frame, frame.f_back
+    return False
+
+
+def stop(msg_id):
+    """KeyboardInterrupt in the agent cell answering ``msg_id``; returns "stopped" or "not running".
+
+    Only while that cell's own code runs: an interrupt that lands in the kernel's bookkeeping instead
+    loses the execute reply or the idle status (the client then waits forever), and one left pending
+    in an idle subshell thread kills that subshell at its next message."""
+    import ctypes
+    import signal
+    import sys
+
+    frames = sys._current_frames()
+    for ident, running in list(_state["running"].items()):
+        if running != msg_id or not _in_cell_code(frames.get(ident)):
+            continue
+        if ident == threading.main_thread().ident:
+            signal.pthread_kill(ident, signal.SIGINT)  # a signal also ends a blocking call (time.sleep)
+        else:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+        return "stopped"
+    return "not running"
 
 
 def _cut(text, limit):

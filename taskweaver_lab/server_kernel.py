@@ -1,37 +1,32 @@
 """The notebook's running kernel, seen from the server: a dedicated client, interrupt, liveness.
 
 The server's kernel manager is asyncio code on the server loop; turns run in worker threads. So
-interrupts are handed to the loop (fire and forget: Stop must never wait on the loop it runs on), and
-liveness checks, made from worker threads only, wait for the loop's answer.
+Stop is fire and forget (a plain thread asks the kernel, or the loop signals it: Stop must never wait
+on the loop it runs on), and liveness checks, made from worker threads only, wait for the loop's answer.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import queue
+import threading
 import time
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_core.utils import ensure_async
 
+from . import kernel_helper
 from .kernel import KernelExecutor
 from .steps import Execution, TaskWeaverLabError
 
 log = logging.getLogger("taskweaver_lab.kernel")
 
-# Raises KeyboardInterrupt in the subshell's thread. SIGINT only reaches the main thread, so this is
-# the only way to stop agent code on a subshell; it takes effect at the next Python bytecode
-# (a pure-Python loop stops, a blocking C call such as time.sleep finishes first).
-_RAISE_IN_THREAD = """
-def _twl_stop(name):
-    import ctypes, threading
-    for thread in threading.enumerate():
-        if thread.name == name and thread.ident:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
-_twl_stop({name!r})
-del _twl_stop
-"""
+# Stop, run inside the kernel: the helper interrupts our agent cell only while its own code runs
+# (kernel_helper.stop). A subshell's thread gets KeyboardInterrupt (effective at the next Python
+# bytecode: a pure-Python loop stops, a blocking C call such as time.sleep finishes first); the main
+# thread gets SIGINT, which also ends a blocking call.
+_STOP = "print(getattr(__import__('sys').modules.get({module!r}), 'stop', lambda m: 'no helper')({msg_id!r}))"
 
 
 class ServerKernel:
@@ -86,15 +81,22 @@ class ServerKernel:
         except Exception:
             return True  # a slow loop is not a dead kernel
 
-    def raise_in_subshell(self, subshell_id: str) -> None:
-        """(a worker thread) Best-effort KeyboardInterrupt in a subshell, through a separate client + subshell."""
-        client = self.client()
+    def stop_agent(self, msg_id: str) -> None:
+        """(a worker thread) Interrupt our agent cell ``msg_id`` if it still runs, from a throwaway subshell
+        (the main shell may be busy: a %%taskweaver cell waiting for this very turn)."""
         try:
-            stopper = KernelExecutor(client, ".", lambda: None)
-            stopper.use_subshell()
-            stopper.bootstrap(_RAISE_IN_THREAD.format(name=f"subshell-{subshell_id}"), "the stop")
+            client = self.client()
         except TaskWeaverLabError as exc:
-            log.warning("could not interrupt subshell %s: %s", subshell_id, exc)
+            log.warning("could not stop %s in kernel %s: %s", msg_id, self.kernel_id, exc)
+            return
+        stopper = ServerKernelExecutor(self, client, ".", 0, lambda text: text)
+        try:
+            subshell = stopper.use_subshell()
+            stopper.bootstrap(_STOP.format(module=kernel_helper.MODULE_NAME, msg_id=msg_id), "the stop")
+            log.debug("stop of %s in kernel %s: %s", msg_id, self.kernel_id, stopper.setup_messages)
+            stopper._control_request("delete_subshell_request", 3, {"subshell_id": subshell})
+        except TaskWeaverLabError as exc:
+            log.warning("could not stop %s in kernel %s: %s", msg_id, self.kernel_id, exc)
         finally:
             client.stop_channels()
 
@@ -163,13 +165,15 @@ class ServerKernelExecutor(KernelExecutor):
         if not self.running:
             self.stop_pending = True
             return
-        if self.subshell_id:  # a magic turn: SIGINT would hit the waiting %%taskweaver cell instead
-            self._interrupted.set()
-            subshell = self.subshell_id
-            self.kernel.loop.run_in_executor(None, self.kernel.raise_in_subshell, subshell)
+        self._interrupted.set()
+        msg_id = self.agent_msg_id
+        if msg_id is None:
+            return  # our cell already ended: an interrupt now would hit the kernel's bookkeeping or a user's cell
+        if self.kernel.subshell_id is None:  # ipykernel < 7: no second channel to ask from, signal the kernel
+            self._interrupt()
             return
-        super().interrupt()
-
+        # a plain thread: Stop comes from the server loop, a timeout from the turn's worker thread
+        threading.Thread(target=self.kernel.stop_agent, args=(msg_id,), name="taskweaver-stop", daemon=True).start()
 
 def attach_executor(kernel: ServerKernel, workspace: str, app: Any) -> ServerKernelExecutor:
     """(worker thread) An executor on the running kernel; setup code will use a subshell when there is one."""

@@ -124,3 +124,19 @@ def script_one_step(llm: Any, code: str, answer: str = "Done.", planner: str = "
     """A plan with one step, its code, and the answer; replies queued under the given model names."""
     llm.add(planner, plan_reply("Run the step."), plan_reply(answer, send_to="User", stop="Completed"))
     llm.add(coder, code_reply(code))
+
+
+async def start_turn(fetch: Any, serverapp: Any, kernel_id: str, message: str, origin: str = "sidebar",
+                     path: str = "nb.ipynb") -> str:
+    """A turn as the sidebar starts it (main shell) or as ``%%taskweaver`` does (signed by the kernel's
+    key, run on a subshell); returns its id."""
+    if origin == "sidebar":
+        response = await post(fetch, "turns", body={"path": path, "kernel_id": kernel_id, "message": message})
+    else:
+        key = serverapp.kernel_manager.get_kernel(kernel_id).session.key
+        body = json.dumps({"message": message, "cell_id": "none", "nonce": time.monotonic_ns()})  # no replay refusal
+        url_path = f"{serverapp.base_url}{NS}/kernel/turns"
+        response = await fetch(NS, "kernel", "turns", method="POST", body=body, raise_error=False,
+                               headers={"Authorization": "", **signed(key, kernel_id, "POST", url_path, body)})
+    assert response.code == 202, response.body
+    return str(as_json(response)["turn_id"])
