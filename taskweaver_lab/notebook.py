@@ -7,6 +7,7 @@ chat and the agent's history rebuild from the notebook alone.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from .steps import Answer, Execution, Plan, Step, UserMessage
 
 META = "taskweaver_lab"
 Cell = dict[str, Any]
+log = logging.getLogger("taskweaver_lab.notebook")
 
 
 class Recorder(Protocol):
@@ -121,12 +123,17 @@ class FileRecorder:
     is ever lost (a user or plan cell is written together with the step that follows it: one file
     write per step instead of three, which matters on slow disks).
 
-    The cells are also kept in memory: a notebook deleted mid-turn is written again in full.
+    A notebook deleted while we record is not written again: whoever deleted it meant it, and a file
+    brought back with only part of a round would pass for the record. ``notify`` says so once; the
+    session's history (the chat) keeps every step.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], notify: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
+        self.notify = notify or (lambda text: log.warning("%s", text))
         self.nb = read_notebook(self.path)
+        self._seen = self.path.exists()  # a file we saw (or wrote) that is gone now was deleted
+        self.deleted = False
         self._written: int | None = None  # mtime of our last write
         self._pending: list[Any] = []
 
@@ -136,7 +143,8 @@ class FileRecorder:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._pending or self.gone():
+            self._pending = []
             return
         if self.path.exists() and self.path.stat().st_mtime_ns != self._written:
             try:  # someone else edited the file between steps: build on their version
@@ -145,8 +153,19 @@ class FileRecorder:
                 pass  # mid-write by another writer: keep ours
         self.nb.cells.extend(self._pending)
         self._pending = []
+        self.write()
+
+    def gone(self) -> bool:
+        """True once the notebook was deleted under us (said once through ``notify``)."""
+        if not self.deleted and self._seen and not self.path.exists():
+            self.deleted = True
+            self.notify(f"{self.path.name} was deleted during the turn, so the rest of this round is not recorded in "
+                        "it (the file was not written again). The chat keeps the whole round.")
+        return self.deleted
+
+    def write(self) -> None:
         write_notebook_atomically(self.nb, self.path)
-        self._written = self.path.stat().st_mtime_ns
+        self._seen, self._written = True, self.path.stat().st_mtime_ns
 
 
 class CallbackRecorder:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import nbformat
 
-from .notebook import Cell, FileRecorder, write_notebook_atomically
+from .notebook import Cell, FileRecorder
 
 INSERT_TIMEOUT_S = 30.0
 
@@ -38,10 +38,12 @@ def plain(cell: Cell) -> dict[str, Any]:
 
 
 class AnchoredFileRecorder(FileRecorder):
-    """The file recorder (re-reads, rewrites atomically, survives deletion) that can insert below a cell."""
+    """The file recorder (re-reads, rewrites atomically, never brings back a deleted file) that can
+    insert below a cell."""
 
-    def __init__(self, path: str | Path, after_cell_id: str | None = None, nb: Any = None) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | Path, after_cell_id: str | None = None, nb: Any = None,
+                 notify: Callable[[str], None] | None = None) -> None:
+        super().__init__(path, notify)
         self.anchor = after_cell_id
         if nb is not None:  # seeded from the live document when the file vanished under RTC
             self.nb = nbformat.from_dict(nb)
@@ -49,6 +51,8 @@ class AnchoredFileRecorder(FileRecorder):
     def add_cell(self, cell: Cell) -> None:
         if self.anchor is None:
             return super().add_cell(cell)
+        if self.gone():
+            return
         if self.path.exists():
             try:
                 self.nb = nbformat.read(self.path, as_version=4)
@@ -58,7 +62,7 @@ class AnchoredFileRecorder(FileRecorder):
         node = nbformat.from_dict(plain(cell))
         self.nb.cells.insert(len(self.nb.cells) if index is None else index, node)
         self.anchor = node.get("id", self.anchor)
-        write_notebook_atomically(self.nb, self.path)
+        self.write()
 
 
 class NotebookGone(Exception):

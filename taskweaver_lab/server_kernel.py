@@ -35,10 +35,7 @@ class ServerKernel:
     def __init__(self, kernel_manager: Any, kernel_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.kernel_manager, self.kernel_id, self.loop = kernel_manager, kernel_id, loop
         self.subshell_id: str | None = None
-        provisioner = getattr(self.manager, "provisioner", None)
-        # A restart keeps the kernel id but starts a new process (new provisioner): the session must
-        # set the kernel up again.
-        self.process_key = (id(provisioner), getattr(provisioner, "pid", None))
+        self.process_key = self._current_process()
 
     @classmethod
     def find(cls, kernel_manager: Any, kernel_id: str, loop: asyncio.AbstractEventLoop) -> "ServerKernel":
@@ -50,6 +47,12 @@ class ServerKernel:
     @property
     def manager(self) -> Any:
         return self.kernel_manager.get_kernel(self.kernel_id)
+
+    def _current_process(self) -> tuple[int, int | None]:
+        # A restart keeps the kernel id but starts a new process (new provisioner): the session must
+        # set the kernel up again, and code that ran in the old process is gone with it.
+        provisioner = getattr(self.manager, "provisioner", None)
+        return id(provisioner), getattr(provisioner, "pid", None)
 
     @property
     def key(self) -> bytes:
@@ -73,8 +76,8 @@ class ServerKernel:
 
     def is_alive(self) -> bool:
         """(worker threads only) False once the kernel is gone or its process died."""
-        if self.kernel_id not in self.kernel_manager:
-            return False
+        if self.kernel_id not in self.kernel_manager or self._current_process() != self.process_key:
+            return False  # gone, or restarted (e.g. the server's auto-restart after a crash)
         future = asyncio.run_coroutine_threadsafe(ensure_async(self.manager.is_alive()), self.loop)
         try:
             return bool(future.result(timeout=10))

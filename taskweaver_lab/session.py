@@ -25,10 +25,12 @@ from .planner import Planner
 from .plugins import PluginSpec, load_plugins, select_plugins
 from .prompts import split_rounds
 from .secrets import redact, scrubbed_env
-from .steps import Answer, Draft, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
+from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
 from .verifier import DEFAULT_ALLOWED_MODULES, Policy, verify
 
 Listener = Callable[[Step], None]
+KERNEL_REPLACED = ("The kernel was restarted (or replaced) since the last round: every variable, import and loaded "
+                   "data from earlier rounds is gone. Re-create whatever this round needs.")
 
 
 def rounds_as_example(history: Sequence[Step], role: str, rounds: Sequence[int] | None = None) -> str:
@@ -107,6 +109,7 @@ class Session:
         self.agent = Agent(planner, coder, executor, self.policy, self.config)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        self._kernel_replaced = False
 
     # --- kernel setup -------------------------------------------------------------------
     def setup_kernel(self, replay_notebook: Path | None = None) -> None:
@@ -121,6 +124,11 @@ class Session:
             install_in_kernel(self.executor, self.workspace, self.app.plugins, self.config.guard)
         if replay_notebook is not None:
             self._replay(replay_notebook)
+
+    def kernel_replaced(self) -> None:
+        """The history continues on a fresh kernel: the next round first tells the Planner (and the chat,
+        and the notebook) that the earlier rounds' variables are gone."""
+        self._kernel_replaced = bool(self.history)
 
     def _replay(self, path: Path) -> None:
         """Re-run the record's code cells in a fresh kernel. The user's own cells run as they are (like Run
@@ -175,6 +183,9 @@ class Session:
                         max_calls=self.config.max_llm_calls_per_round, cancel=self._cancel, approve=approve)
             self.llm.gate, self.llm.choices = turn.check_budget, choices or UserChoices()
             user = UserMessage(message.strip(), self.next_round())
+            if self._kernel_replaced:  # closes the previous round, before the new request
+                self._kernel_replaced = False
+                turn.add(Execution(ok=True, code="", summary=KERNEL_REPLACED, step=0, round=user.round - 1))
             try:
                 return self.agent.run_round(self.history, user, turn)
             except Cancelled:

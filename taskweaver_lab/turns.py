@@ -228,6 +228,7 @@ class TurnManager:
             entry.session.close()
             session = Session(self.app, executor, None, str(Path(os_path).parent), entry.session.id, entry.session.history)
             session.setup_kernel()
+            session.kernel_replaced()
         else:
             if entry is not None:
                 entry.session.close()
@@ -247,7 +248,7 @@ class TurnManager:
             turn.record, inner = "frontend", None
         else:
             turn.record = "file"
-            inner = AnchoredFileRecorder(os_path, request.after_cell_id)
+            inner = AnchoredFileRecorder(os_path, request.after_cell_id, notify=notify)
         return EventRecorder(inner, lambda event: self._publish_threadsafe(turn, event), request.after_cell_id)
 
     # --- the worker -----------------------------------------------------------------------

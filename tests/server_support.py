@@ -140,3 +140,12 @@ async def start_turn(fetch: Any, serverapp: Any, kernel_id: str, message: str, o
                                headers={"Authorization": "", **signed(key, kernel_id, "POST", url_path, body)})
     assert response.code == 202, response.body
     return str(as_json(response)["turn_id"])
+
+
+async def watched_notebook(serverapp: Any, fetch: Any, ws_fetch: Any, root: Path,
+                           cells: list[Any] | None = None) -> tuple[Path, str, Any]:
+    """The usual start: the extension started, nb.ipynb with its kernel, and the chat's events socket on it."""
+    await started(serverapp)
+    notebook = make_notebook(root, cells=cells)
+    kernel_id = await open_notebook_kernel(fetch, "nb.ipynb")
+    return notebook, kernel_id, await ws_fetch(NS, "events", params={"path": "nb.ipynb"})
