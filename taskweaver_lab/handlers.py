@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 from jupyter_core.utils import ensure_async

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from .agent import Decision
 from .config import NO_ENDPOINT_HELP, SETTINGS_HINT
 from .llm import UserChoices
-from .notebook import CallbackRecorder, Cell, Recorder, read_notebook, steps_from_notebook
+from .notebook import Cell, Recorder, read_notebook, steps_from_notebook
 from .rtc import AnchoredFileRecorder, RTCRecorder, plain
 from .secrets import redact
 from .server_kernel import ServerKernel, ServerKernelExecutor, attach_executor

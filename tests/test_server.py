@@ -15,7 +15,7 @@ from taskweaver_lab.testing import code_reply, plan_reply
 
 from conftest import API_KEY
 from server_support import (NS, script_one_step, as_json, code_cell, kernel_eval, kinds, make_notebook, open_notebook_kernel, post, read_until,
-                            server_config, signed, started, turn_ended, wait_for_file)
+                            server_config, signed, started, turn_ended)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

@@ -14,7 +14,7 @@ from taskweaver_lab.verifier import Policy, verify
 
 from .attacks import ATTACKS, NAMESPACE_ATTACKS
 from .benign import benign_cells
-from .harness import AgentKernel, Canaries, CellResult
+from .harness import AgentKernel, Canaries
 
 
 def test_corpus_sizes() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
