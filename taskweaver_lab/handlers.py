@@ -107,7 +107,8 @@ def choices_field(data: dict[str, Any], config: TaskWeaverLab) -> UserChoices:
         if not config.allow_user_base_url:
             raise TurnError(403, "This server does not let users pick their own LLM endpoint: clear 'LLM base URL' "
                                  "in Settings > TaskWeaver.")
-        if urlparse(choices.base_url).scheme not in ("http", "https") or not urlparse(choices.base_url).netloc:
+        url = urlparse(choices.base_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
             raise TurnError(400, f"'LLM base URL' must be an http(s) URL like http://127.0.0.1:8013/v1, "
                                  f"got {choices.base_url!r}.")
     return choices

@@ -134,25 +134,6 @@ class ServerKernelExecutor(KernelExecutor):
         self.running = False
         self.stop_pending = False  # Stop arrived between steps: the next execution must not start
 
-    def use_subshell(self) -> str:
-        """Control channel only. ``KernelExecutor.use_subshell`` first waits for a *shell* reply (a
-        start-up race of fresh kernels); a server kernel started long ago, whose main shell may be
-        blocked in the very ``%%taskweaver`` cell this turn serves, would never give one: deadlock."""
-        msg = self.client.session.msg("create_subshell_request", {})
-        self.client.control_channel.send(msg)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                reply = self.client.get_control_msg(timeout=1)
-            except queue.Empty:
-                continue
-            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
-                if reply["content"].get("status") != "ok":
-                    break
-                self.subshell_id = reply["content"]["subshell_id"]
-                return self.subshell_id
-        raise TaskWeaverLabError("This kernel does not support subshells (needs ipykernel >= 7).")
-
     def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
         if self.stop_pending and agent:
             self.stop_pending = False

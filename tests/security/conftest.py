@@ -5,6 +5,7 @@ from typing import Iterator
 
 import pytest
 
+from taskweaver_lab.testing import ScriptedLLMServer
 from taskweaver_lab.verifier import Policy
 
 from .benign import SETUP, USER_NAMES
@@ -16,6 +17,13 @@ def canaries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Canaries]:
     found = Canaries(tmp_path_factory.mktemp("security"))
     yield found
     found.close()
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[ScriptedLLMServer]:
+    """The scripted endpoint of the tests that go through the whole loop (one per module, like its session)."""
+    with ScriptedLLMServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -78,12 +78,6 @@ SCENARIOS = [
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[ScriptedLLMServer]:
-    with ScriptedLLMServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def session(llm: ScriptedLLMServer, canaries: Canaries) -> Iterator[Session]:
     port = str(canaries.port)
     for name in ("reviews.csv", "meeting_notes.txt"):

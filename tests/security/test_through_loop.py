@@ -32,12 +32,6 @@ NOTEBOOK = "attacks.ipynb"
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[ScriptedLLMServer]:
-    with ScriptedLLMServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def session(llm: ScriptedLLMServer, canaries: Canaries) -> Iterator[Session]:
     with planted_env(), open_session(llm, canaries, NOTEBOOK, max_attempts=1, execution_timeout=20) as opened:
         setup = opened.executor.execute(SETUP, agent=False)  # the user's own cell: sales/sensors/customers
