@@ -12,10 +12,29 @@ start_local_llm() {
   local tool=../shared/tools/local-llm.sh
   [ -x "$tool" ] || [ -f "$tool" ] || die "TASKWEAVER_LOCAL_LLM=1 but $tool is missing"
   step "starting the local model (first run builds llama-server, ~8 min)"
-  bash "$tool" start "${LOCAL_LLM_PORT:-8013}"
+  if ! bash "$tool" start "${LOCAL_LLM_PORT:-8013}"; then
+    # Seen on this project's VMs: the tool's -march=native build dies with SIGILL (the CPU advertises AMX
+    # the VM does not grant). A portable AVX2 build in the tool's own build folder works; the tool reuses it.
+    step "the local model did not start; rebuilding llama-server for a portable x86-64 (AVX2) CPU"
+    portable_llama_build
+    bash "$tool" start "${LOCAL_LLM_PORT:-8013}" || die "the local model did not start; see ${LOCAL_LLM_HOME:-/tmp/local-llm}/server-*.log"
+  fi
   export OPENAI_BASE_URL="http://127.0.0.1:${LOCAL_LLM_PORT:-8013}/v1"
   export OPENAI_API_KEY="${OPENAI_API_KEY:-local}"
   LAB_ARGS+=("--TaskWeaverLab.model=local-coder")
+}
+
+portable_llama_build() {
+  local home=${LOCAL_LLM_HOME:-/tmp/local-llm} src
+  src=$(ls -d "$home"/src/llama_cpp_python-*/vendor/llama.cpp 2>/dev/null | head -1)
+  [ -n "$src" ] || die "no llama.cpp sources under $home/src (the first local-llm.sh run fetches them)"
+  rm -rf "$home/build"
+  cmake -S "$src" -B "$home/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON \
+    -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF >"$home/build.log" 2>&1 \
+    && cmake --build "$home/build" --target llama-server -j 2 >>"$home/build.log" 2>&1 \
+    || die "the portable llama-server build failed; see $home/build.log"
 }
 
 explain_llm_setup() {
