@@ -108,19 +108,25 @@ def landlock_abi() -> int:
 def check_support() -> int:
     """Raise a clear error unless this machine can run a sandboxed kernel; returns the Landlock ABI."""
     abi = landlock_abi()
+    problem = unsupported_reason(abi, ctypes.get_errno() if abi < 1 else 0, platform.machine())
+    if problem:
+        raise TaskWeaverLabError(problem)
+    return abi
+
+
+def unsupported_reason(abi: int, errno: int, machine: str) -> str:
+    """Why a machine with this Landlock ABI (and the errno of asking for it) cannot sandbox, or ""."""
     if abi < 1:
-        errno = ctypes.get_errno()
         why = {38: "no landlock syscalls (ENOSYS)", 95: "Landlock built in but disabled (EOPNOTSUPP: add 'landlock'"
                " to the lsm= boot parameter)", 1: "the syscall is blocked (EPERM: a container seccomp profile?)"}
-        raise TaskWeaverLabError(
-            "sandbox=landlock needs Linux >= 5.13 with Landlock enabled; this kernel reports "
-            f"{platform.system()} {platform.release()} on {platform.machine()}, "
-            f"{why.get(errno, f'Landlock ABI unavailable (errno {errno})')}. "
-            "Use --TaskWeaverLab.sandbox=none, or run on a kernel with Landlock.")
-    if platform.machine() != "x86_64":
-        raise TaskWeaverLabError(f"sandbox=landlock's seccomp filter is written for x86_64; this machine is "
-                                 f"{platform.machine()}. Use --TaskWeaverLab.sandbox=none here.")
-    return abi
+        return ("sandbox=landlock needs Linux >= 5.13 with Landlock enabled; this kernel reports "
+                f"{platform.system()} {platform.release()} on {machine}, "
+                f"{why.get(errno, f'Landlock ABI unavailable (errno {errno})')}. "
+                "Use --TaskWeaverLab.sandbox=none, or run on a kernel with Landlock.")
+    if machine != "x86_64":
+        return (f"sandbox=landlock's seccomp filter is written for x86_64; this machine is {machine}. "
+                "Use --TaskWeaverLab.sandbox=none here.")
+    return ""
 
 
 def _handled_fs(abi: int) -> int:

@@ -23,7 +23,6 @@ from typing import Iterator
 import pytest
 
 from taskweaver_lab import sandbox
-from taskweaver_lab.steps import TaskWeaverLabError
 
 from .attacks import ATTACKS
 from .benign import SETUP, benign_cells
@@ -102,12 +101,13 @@ def ok(result: CellResult) -> str:
 
 
 # --- pieces that need no kernel ---------------------------------------------------------------------------
-def test_abi_and_clear_error_when_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_abi_and_clear_error_when_unsupported() -> None:
     assert sandbox.check_support() == ABI
-    monkeypatch.setattr(sandbox, "landlock_abi", lambda: 0)
-    with pytest.raises(TaskWeaverLabError, match=r"sandbox=landlock needs Linux >= 5.13 with Landlock enabled; "
-                                                 r"this kernel reports Linux"):
-        sandbox.check_support()
+    assert sandbox.unsupported_reason(ABI, 0, "x86_64") == ""
+    disabled = sandbox.unsupported_reason(0, 95, "x86_64")
+    assert disabled.startswith("sandbox=landlock needs Linux >= 5.13 with Landlock enabled; this kernel reports Linux")
+    assert "add 'landlock' to the lsm= boot parameter" in disabled and "sandbox=none" in disabled
+    assert "written for x86_64; this machine is aarch64" in sandbox.unsupported_reason(ABI, 0, "aarch64")
 
 
 def test_seccomp_program_is_well_formed() -> None:
