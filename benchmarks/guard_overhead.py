@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "guard.py"
+GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "kernel_side" / "guard.py"
 
 OVERHEAD_SCRIPT = """
 import sys, time, types

@@ -64,7 +64,7 @@ def check(handler: type, verb: str) -> tuple[bool, str]:
 
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not
-    from taskweaver_lab.handlers import routes
+    from taskweaver_lab.server.handlers import routes
 
     failures = 0
     for pattern, handler in routes():

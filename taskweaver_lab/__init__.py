@@ -20,9 +20,9 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import TaskWeaverLabExtension
+    from .server.app import TaskWeaverLabExtension
 
-    return [{"module": "taskweaver_lab.app", "app": TaskWeaverLabExtension}]
+    return [{"module": "taskweaver_lab.server.app", "app": TaskWeaverLabExtension}]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -88,9 +88,7 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
                 print(f"taskweaver: round failed: {answer.text.splitlines()[0]}", file=sys.stderr)
                 return 1
         if args.json:
-            usage = session.usage
-            print(json.dumps({"kind": "usage", "calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
-                              "completion_tokens": usage.completion_tokens}), flush=True)
+            print(json.dumps({"kind": "usage", **session.usage.to_json()}), flush=True)
     return 0
 
 
@@ -109,7 +107,7 @@ def save_example(args: argparse.Namespace) -> int:
 
 def install_sandbox_kernelspec(args: argparse.Namespace) -> int:
     from .sandbox import check_support
-    from .sandbox_kernelspec import DISPLAY_NAME, install_kernelspec
+    from .server.sandbox_kernelspec import DISPLAY_NAME, install_kernelspec
 
     check_support()  # a spec whose kernels cannot start would only fail later, in the notebook
     prefix = sys.prefix if args.sys_prefix else args.prefix

@@ -1,11 +1,11 @@
 """The Code Generator: reply parsing (ARCHITECTURE A1, both forms) and one drafting call."""
 from __future__ import annotations
 
+import ast
 import re
-import threading
 from typing import Any, Callable, Sequence
 
-from .llm import LLM, Reply
+from .llm import LLM, CallContext
 from .prompts import code_messages
 from .replies import ReplyParseError, ask_parsed, extract_json_object, strip_think
 from .steps import Draft, Plan
@@ -39,6 +39,25 @@ def _from_markdown(text: str) -> tuple[str, str, str]:
     return thought, code, "python"
 
 
+# Conventional aliases small models use without importing them (a fresh kernel then fails with NameError: pd).
+CONVENTIONAL_IMPORTS = {"pd": "import pandas as pd", "np": "import numpy as np", "plt": "import matplotlib.pyplot as plt",
+                        "sns": "import seaborn as sns"}
+
+
+def with_imports(code: str) -> str:
+    """``code`` with the imports of conventional aliases it uses but never binds (the verifier checks them too)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code  # the verifier reports it
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    bound |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+              for a in n.names}
+    missing = [CONVENTIONAL_IMPORTS[name] for name in CONVENTIONAL_IMPORTS if name in used - bound]
+    return "\n".join(missing + [code]) if missing else code
+
+
 def parse_draft(text: str, attempt: int = 1, step: int = 1, round_number: int = 0) -> Draft:
     """JSON ``{"thought", "reply_type", "reply_content"}`` or Markdown prose + a python block."""
     body = strip_think(text)
@@ -47,7 +66,7 @@ def parse_draft(text: str, attempt: int = 1, step: int = 1, round_number: int = 
         raise ReplyParseError("the python reply has no code")
     if reply_type == "text":
         return Draft(thought=content or thought, code="", reply_type="text", attempt=attempt, step=step, round=round_number)
-    return Draft(thought=thought, code=content.strip("\n"), attempt=attempt, step=step, round=round_number)
+    return Draft(thought=thought, code=with_imports(content.strip("\n")), attempt=attempt, step=step, round=round_number)
 
 
 class CodeGenerator:
@@ -56,10 +75,9 @@ class CodeGenerator:
         self.llm, self.plugins_text, self.examples = llm, plugins_text, examples
 
     def write(self, task: Plan, request: str, variables: str, feedback: Sequence[tuple[Draft, str]],
-              attempt: int, record: Callable[[Reply], None], on_delta: Callable[[str], None] | None = None,
-              cancel: threading.Event | None = None) -> Draft:
+              attempt: int, ctx: CallContext) -> Draft:
         query = f"{request}\n{task.message}"
         messages = code_messages(task, request, variables, self.plugins_text(query), feedback, self.examples(query))
         return ask_parsed(self.llm, "code_generator", messages,
                           lambda text: parse_draft(text, attempt, task.current_step, task.round),
-                          "one short sentence and one complete ```python block", record, None, on_delta, cancel)
+                          "one short sentence and one complete ```python block", ctx)

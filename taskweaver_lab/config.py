@@ -105,6 +105,8 @@ SETTINGS_HINT = (
     " Or, for your own turns only, set 'LLM base URL' (and the model names) in Settings > Settings Editor > TaskWeaver."
 )
 
+# Set in the kernels of a server running the extension: where %%taskweaver joins the notebook's session.
+SERVER_URL_ENV = "TASKWEAVER_LAB_SERVER_URL"
 CONFIG_FILE_NAMES = ("jupyter_taskweaver_config", "jupyter_server_config")
 
 

@@ -29,8 +29,8 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from nbformat.v4 import new_output
 
-from . import guard, kernel_helper
-from .kernel import finish_execution, install_in_kernel
+from .kernel_side import guard, kernel_helper
+from .kernel import KernelState, finish_execution, install_in_kernel
 from .plugins import PluginSpec
 from .steps import Execution, TaskWeaverLabError
 
@@ -132,15 +132,11 @@ class InProcessExecutor:
     def __init__(self, shell: Any, workspace: str, summary_chars: int = 1500,
                  redact: Callable[[str], str] = lambda text: text) -> None:
         self.shell, self.workspace, self.summary_chars, self.redact = shell, workspace, summary_chars, redact
-        self.user_names: frozenset[str] = frozenset()
-        self.variables = ""
-        self.setup_messages: list[str] = []
+        self.state = KernelState()
         self._lock = threading.Lock()
         self._running = False
         self._interrupted = threading.Event()
         self.use_guard = False
-        # the last agent cell ended in a KeyboardInterrupt from outside (Ctrl-C / Stop), not our timeout
-        self.user_interrupted = False
 
     # --- setup: the same kernel-side pieces the server-side executor installs --------------------
     def bootstrap(self, code: str, what: str) -> None:
@@ -151,26 +147,30 @@ class InProcessExecutor:
                 exec(compile(code, f"<taskweaver_lab {what}>", "exec"), {"__name__": "_taskweaver_lab_setup"})
         except Exception as exc:
             raise TaskWeaverLabError(f"Could not set up {what} in this kernel: {type(exc).__name__}: {exc}") from exc
-        self.setup_messages.extend(printed.getvalue().strip().splitlines())
+        self.state.setup_messages.extend(printed.getvalue().strip().splitlines())
 
-    def install(self, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
+    def setup(self, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
         """Helper, guard and plugins, once per kernel (each piece is idempotent)."""
         self.use_guard = use_guard   # installed once per process; armed only in agent_context()
-        install_in_kernel(self, self.workspace, plugins, use_guard)
+        install_in_kernel(self.bootstrap, self.workspace, plugins, use_guard)
 
     # --- the protocol --------------------------------------------------------------------------
-    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
+    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None, subshell: bool = False,
+                cancel: threading.Event | None = None) -> Execution:
+        """``subshell`` means nothing here (there is only this shell)."""
         started = time.monotonic()
         outputs: list[Output] = []
         with self._lock:
             self._interrupted.clear()
             timed_out = self._run(code, agent, timeout, outputs)
         report = self._report() if agent else {}
-        execution = finish_execution(self, code, outputs, report, started=started, timed_out=timed_out,
-                                     timeout=timeout, interrupted=self._interrupted.is_set())
-        # a KeyboardInterrupt from outside (Ctrl-C, Stop), not our timeout: it ends the round (magic.py)
+        self.state.remember(report)
+        execution = finish_execution(code, outputs, report, redact=self.redact, summary_chars=self.summary_chars,
+                                     started=started, timed_out=timed_out, timeout=timeout,
+                                     interrupted=self._interrupted.is_set())
         stopped = execution.error.startswith("KeyboardInterrupt")
-        self.user_interrupted = stopped and not timed_out
+        if stopped and not timed_out and cancel is not None:
+            cancel.set()  # Ctrl-C (or Stop) inside agent code ends the round, not just the cell
         return dataclasses.replace(execution, interrupted=True) if stopped else execution
 
     def interrupt(self) -> None:

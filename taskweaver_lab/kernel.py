@@ -13,11 +13,12 @@ import re
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from nbformat.v4 import output_from_msg
 
-from . import guard, kernel_helper
+from .kernel_side import guard, kernel_helper
 from .plugins import PluginSpec, kernel_bootstrap_code
 from .secrets import scrubbed_env
 from .steps import Execution, TaskWeaverLabError
@@ -32,13 +33,51 @@ STOP_GRACE_S = 15.0
 REPLY_WAIT_S, REPLY_WAIT_AFTER_STOP_S = 30.0, 3.0
 
 
-class Executor(Protocol):
-    user_names: frozenset[str]
-    variables: str
+@dataclass
+class KernelState:
+    """What a session knows about its kernel's namespace, shared by every executor kind.
 
-    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution: ...
+    Updated from the kernel helper's report after each agent cell (a failed report keeps what was known:
+    it is not an empty namespace) and read by the verifier's namespace rule and the Code Generator."""
+
+    user_names: frozenset[str] = frozenset()      # the user's own variables: agent code must not rebind them
+    variables: str = ""                           # "name: description; ..." for the prompt
+    setup_messages: list[str] = field(default_factory=list)  # what kernel setup printed (a plugin that failed...)
+
+    def remember(self, report: dict[str, Any]) -> None:
+        if report:
+            self.user_names = frozenset(report.get("user_names", ()))
+            self.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
+
+
+class Executor(Protocol):
+    """Runs code in one kernel. Long-lived; per-run choices come as arguments of ``execute``."""
+
+    state: KernelState
+    workspace: str
+
+    def setup(self, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
+        """The kernel helper, the guard and the plugins, once per kernel (each piece is idempotent)."""
+
+    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None, subshell: bool = False,
+                cancel: threading.Event | None = None) -> Execution:
+        """Run ``code``; ``subshell`` routes it to the kernel's subshell; a set ``cancel`` refuses to start."""
+
     def interrupt(self) -> None: ...
     def close(self) -> None: ...
+
+
+def printed_result(execution: Execution) -> str:
+    """What a cell showed a person (printed text and results, no internal tags): a stalled round's answer."""
+    texts: list[str] = []
+    for output in execution.outputs:
+        if output.get("output_type") == "stream":
+            texts.append(output.get("text", ""))
+        elif output.get("output_type") in ("execute_result", "display_data"):
+            data = output.get("data", {})
+            texts.append("[a figure]" if "image/png" in data else data.get("text/plain", ""))
+    shown = "\n".join(t.strip("\n") for t in texts if t.strip())
+    return _head_tail(shown, 2000) if shown else "(the last step printed nothing)"
 
 
 def private_module_code(module_name: str, source: str, call: str) -> str:
@@ -62,15 +101,16 @@ def helper_bootstrap(workspace: str, plugin_names: tuple[str, ...]) -> str:
     return private_module_code(kernel_helper.MODULE_NAME, source, f"install({workspace!r}, {list(plugin_names)!r})")
 
 
-def install_in_kernel(executor: Any, workspace: str, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
-    """Helper, guard and plugins through ``executor.bootstrap`` (each piece is idempotent in the kernel)."""
+def install_in_kernel(bootstrap: Callable[[str, str], None], workspace: str, plugins: Sequence[PluginSpec],
+                      use_guard: bool) -> None:
+    """Helper, guard and plugins through an executor's ``bootstrap(code, what)`` (each piece is idempotent)."""
     names = tuple(p.name for p in plugins if p.enabled)
-    executor.bootstrap(helper_bootstrap(workspace, names), "the taskweaver_lab helper")
+    bootstrap(helper_bootstrap(workspace, names), "the taskweaver_lab helper")
     if use_guard:
         source = Path(guard.__file__).read_text()
-        executor.bootstrap(private_module_code(guard.MODULE_NAME, source, f"install({workspace!r})"), "the guard")
+        bootstrap(private_module_code(guard.MODULE_NAME, source, f"install({workspace!r})"), "the guard")
     if names:
-        executor.bootstrap(kernel_bootstrap_code(plugins, workspace), "the plugins")
+        bootstrap(kernel_bootstrap_code(plugins, workspace), "the plugins")
 
 
 def merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,22 +174,19 @@ def redact_output(output: dict[str, Any], redact: Callable[[str], str]) -> dict[
     return output
 
 
-def finish_execution(executor: Any, code: str, outputs: list[dict[str, Any]], report: dict[str, Any], *,
-                     started: float, timed_out: bool, timeout: float | None, interrupted: bool,
+def finish_execution(code: str, outputs: list[dict[str, Any]], report: dict[str, Any], *, redact: Callable[[str], str],
+                     summary_chars: int, started: float, timed_out: bool, timeout: float | None, interrupted: bool,
                      reply_ok: bool = True, execution_count: int | None = None) -> Execution:
-    """What every executor does once the code ran: redact the outputs, remember the namespace from the
-    kernel helper's report and build the bounded summary the LLM sees."""
-    outputs = [redact_output(o, executor.redact) for o in merge_streams(outputs)]
-    if report:  # keep what we knew rather than forget it (a failed report is not an empty namespace)
-        executor.user_names = frozenset(report.get("user_names", ()))
-        executor.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
-    summary = summarize(outputs, report, executor.summary_chars)
+    """What every executor does once the code ran: redact the outputs and build the bounded summary the
+    LLM sees. (The caller remembers the namespace from ``report``: ``KernelState.remember``.)"""
+    outputs = [redact_output(o, redact) for o in merge_streams(outputs)]
+    summary = summarize(outputs, report, summary_chars)
     if timed_out:
         summary += f"\n[interrupted: the cell ran longer than {timeout:.0f} s]"
     error = next((f"{o['ename']}: {o['evalue']}" for o in outputs if o["output_type"] == "error"), "")
     return Execution(
-        ok=reply_ok and not error, code=code, outputs=tuple(outputs), summary=executor.redact(summary),
-        error=executor.redact(error), artifacts=tuple(report.get("artifacts", ())), execution_count=execution_count,
+        ok=reply_ok and not error, code=code, outputs=tuple(outputs), summary=redact(summary),
+        error=redact(error), artifacts=tuple(report.get("artifacts", ())), execution_count=execution_count,
         duration_s=time.monotonic() - started, interrupted=timed_out or interrupted,
     )
 
@@ -162,12 +199,10 @@ class KernelExecutor:
                  redact: Callable[[str], str] = lambda text: text, on_close: Callable[[], None] | None = None) -> None:
         self.client, self.workspace, self._interrupt, self._is_alive = client, workspace, interrupt, is_alive
         self.summary_chars, self.redact, self._on_close = summary_chars, redact, on_close
-        self.user_names: frozenset[str] = frozenset()
-        self.variables = ""
-        self.setup_messages: list[str] = []
+        self.state = KernelState()
         self._lock = threading.Lock()
         self._interrupted = threading.Event()
-        self.subshell_id: str | None = None
+        self.subshell_id: str | None = None    # the kernel's subshell, once created (setup code always runs there)
         self.agent_msg_id: str | None = None  # the agent execute_request being collected (what Stop aims at)
 
     def use_subshell(self) -> str:
@@ -199,28 +234,36 @@ class KernelExecutor:
                 return reply["content"]
         return None
 
+    def setup(self, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
+        install_in_kernel(self.bootstrap, self.workspace, plugins, use_guard)
+
     def bootstrap(self, code: str, what: str) -> None:
-        """Run setup code silently once (helper, guard, plugins); a failure is a clear error."""
-        reply, outputs, _ = self._run(code, agent=False, timeout=60, silent=True)
+        """Run setup code silently once (helper, guard, plugins); a failure is a clear error.
+
+        On the subshell when there is one, so setup never queues behind a long user cell."""
+        reply, outputs, _ = self._run(code, agent=False, timeout=60, silent=True, subshell=True)
         errors = [o for o in outputs if o["output_type"] == "error"]
         if reply.get("status") != "ok" or errors:
             detail = errors[0]["evalue"] if errors else reply.get("evalue", "unknown error")
             raise TaskWeaverLabError(f"Could not set up {what} in the kernel: {detail}")
         printed = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream").strip()
         # e.g. a plugin that failed to load inside the kernel: the session reports it and goes on
-        self.setup_messages.extend(printed.splitlines())
+        self.state.setup_messages.extend(printed.splitlines())
 
-    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
+    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None, subshell: bool = False,
+                cancel: threading.Event | None = None) -> Execution:
         started = time.monotonic()
         self._interrupted.clear()
         expressions = {"twl": HELPER_EXPR % self.summary_chars} if agent else {}
-        reply, outputs, timed_out = self._run(code, agent, timeout, user_expressions=expressions)
+        reply, outputs, timed_out = self._run(code, agent, timeout, user_expressions=expressions, subshell=subshell)
         report = self._read_report(reply)
         if agent and not report and not timed_out:
             # ipykernel evaluates user_expressions only after a successful cell: ask again with an
             # empty silent request, or the namespace rule would forget the user's names after an error.
-            report = self._read_report(self._run("", False, 30, True, expressions)[0])
-        return finish_execution(self, code, outputs, report, started=started, timed_out=timed_out, timeout=timeout,
+            report = self._read_report(self._run("", False, 30, True, expressions, subshell=subshell)[0])
+        self.state.remember(report)
+        return finish_execution(code, outputs, report, redact=self.redact, summary_chars=self.summary_chars,
+                                started=started, timed_out=timed_out, timeout=timeout,
                                 interrupted=self._interrupted.is_set(), reply_ok=reply.get("status") == "ok",
                                 execution_count=reply.get("execution_count"))
 
@@ -246,17 +289,19 @@ class KernelExecutor:
             return {}
 
     def _run(self, code: str, agent: bool, timeout: float | None, silent: bool = False,
-             user_expressions: dict[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+             user_expressions: dict[str, str] | None = None,
+             subshell: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        subshell_id = self.subshell_id if subshell else None
         with self._lock:
             # A subshell must not write IPython history: its line numbers collide with the main shell's
             # running cell (the waiting %%taskweaver cell) and IPython then moves to a new history session.
-            content = {"code": code, "silent": silent, "store_history": not silent and not self.subshell_id,
+            content = {"code": code, "silent": silent, "store_history": not silent and not subshell_id,
                        "allow_stdin": False,
                        "user_expressions": user_expressions or {}, "stop_on_error": True}
             msg = self.client.session.msg("execute_request", content, metadata={"taskweaver_lab": {"agent": agent}})
             msg_id = msg["header"]["msg_id"]
-            if self.subshell_id:
-                msg["header"]["subshell_id"] = self.subshell_id
+            if subshell_id:
+                msg["header"]["subshell_id"] = subshell_id
             self.agent_msg_id = msg_id if agent else None
             self.client.shell_channel.send(msg)
             try:

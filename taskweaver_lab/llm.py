@@ -14,9 +14,9 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import openai
 
@@ -96,30 +96,58 @@ class _Endpoint:
     stream_usage: bool = True  # some servers reject stream_options
 
 
+class CallContext(Protocol):
+    """What one LLM call needs from the round it belongs to (``agent.RoundContext`` is the real one)."""
+
+    cancel: threading.Event     # Stop
+    choices: UserChoices        # the user's model names / endpoint for this round
+
+    def before_call(self) -> None: ...               # raises to refuse the call (Stop, the round's call cap)
+    def after_call(self, reply: Reply) -> None: ...  # counts the call, reports its usage
+    def delta(self, role: Role) -> Callable[[str], None] | None: ...  # where streamed text goes
+
+
+@dataclass
+class OneCall:
+    """A call outside any round (tools, tests): no budget, the server's choices unless given."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    choices: UserChoices = field(default_factory=UserChoices)
+    on_delta: Callable[[str], None] | None = None
+
+    def before_call(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled()
+
+    def after_call(self, reply: Reply) -> None:
+        pass
+
+    def delta(self, role: Role) -> Callable[[str], None] | None:
+        return self.on_delta
+
+
 class LLM:
-    """Chat completions per role, with the role's configured model name (A2)."""
+    """Chat completions per role, with the role's configured model name (A2).
+
+    Long-lived (one per session) and stateless per round: everything a round decides (Stop, budget,
+    the user's choices) arrives with each call in its ``CallContext``."""
 
     def __init__(self, config: TaskWeaverLab) -> None:
         self.config = config
         self._endpoints: dict[str, _Endpoint] = {}
-        # Called before every request (the round's call cap and Stop); set per round by the session.
-        self.gate: Callable[[], None] | None = None
-        # The user's model/endpoint choices for the current round; set per round by the session.
-        self.choices = UserChoices()
         self.cassette = Cassette(config.llm_cassette, config.llm_cassette_mode) if config.llm_cassette_mode != "off" else None
 
-    def model_for(self, role: str) -> str:
-        return self.choices.model(role) or self.config.model_for(role)
+    def model_for(self, role: str, choices: UserChoices) -> str:
+        return choices.model(role) or self.config.model_for(role)
 
-    @property
-    def base_url(self) -> str:
-        """The endpoint of this round: the user's choice, else the server's."""
-        return self.choices.base_url or self.config.base_url
+    def base_url(self, choices: UserChoices) -> str:
+        """The endpoint of this call: the user's choice, else the server's."""
+        return choices.base_url or self.config.base_url
 
-    def _endpoint(self) -> _Endpoint:
-        url = self.base_url
+    def _endpoint(self, choices: UserChoices) -> _Endpoint:
+        url = self.base_url(choices)
         if url not in self._endpoints:
-            users_own = bool(self.choices.base_url) and url.rstrip("/") != self.config.base_url.rstrip("/")
+            users_own = bool(choices.base_url) and url.rstrip("/") != self.config.base_url.rstrip("/")
             if not users_own:
                 self.config.check_endpoint()
             key = "not-needed" if users_own else (self.config.api_key or "not-needed")
@@ -128,30 +156,35 @@ class LLM:
             self._endpoints[url] = _Endpoint(client, start)
         return self._endpoints[url]
 
-    def complete(
-        self, role: Role, messages: Messages, schema: dict[str, Any] | None = None,
-        on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
-    ) -> Reply:
+    def complete(self, role: Role, messages: Messages, schema: dict[str, Any] | None = None,
+                 ctx: CallContext | None = None) -> Reply:
         """One logical call (retries included). ``schema`` asks for JSON where supported."""
-        if self.gate is not None:
-            self.gate()
-        model = self.model_for(role)
+        ctx = ctx or OneCall()
+        ctx.before_call()
+        model = self.model_for(role, ctx.choices)
         if self.cassette and self.config.llm_cassette_mode == "replay":
             text = self.cassette.lookup(role, messages)
-            return Reply(text, LLMCall(role, model, _estimate_tokens(messages), len(text) // 4, 0.0))
+            reply = Reply(text, LLMCall(role, model, _estimate_tokens(messages), len(text) // 4, 0.0))
+        else:
+            reply = self._call(role, model, messages, schema, ctx)
+        ctx.after_call(reply)
+        return reply
+
+    def _call(self, role: Role, model: str, messages: Messages, schema: dict[str, Any] | None,
+              ctx: CallContext) -> Reply:
         started, retries = time.monotonic(), 0
         while True:
             try:
-                text, usage = self._request(model, messages, schema, on_delta, cancel)
+                text, usage = self._request(model, messages, schema, ctx, ctx.delta(role))
                 break
             except openai.BadRequestError as exc:
-                if schema is None or not self._degrade_format(exc):
+                if schema is None or not self._degrade_format(exc, ctx.choices):
                     raise TaskWeaverLabError(f"The LLM endpoint refused the request ({model}): {_reason(exc)}") from exc
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 retries += 1
                 if retries > self.config.llm_retries:
-                    raise TaskWeaverLabError(_unreachable_message(self.base_url, model, exc)) from exc
-                self._backoff(retries, cancel)
+                    raise TaskWeaverLabError(_unreachable_message(self.base_url(ctx.choices), model, exc)) from exc
+                self._backoff(retries, ctx.cancel)
             except openai.APIStatusError as exc:
                 raise TaskWeaverLabError(_status_message(exc, model)) from exc
         if self.cassette:
@@ -161,9 +194,9 @@ class LLM:
         log.info("llm %s model=%s prompt=%d completion=%d %.2fs", role, model, prompt_tokens, completion_tokens, call.latency_s)
         return Reply(text, call)
 
-    def _request(self, model: str, messages: Messages, schema: dict[str, Any] | None,
-                 on_delta: Callable[[str], None] | None, cancel: threading.Event | None) -> tuple[str, tuple[int, int, int] | None]:
-        endpoint = self._endpoint()
+    def _request(self, model: str, messages: Messages, schema: dict[str, Any] | None, ctx: CallContext,
+                 on_delta: Callable[[str], None] | None) -> tuple[str, tuple[int, int, int] | None]:
+        endpoint = self._endpoint(ctx.choices)
         kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": self.config.temperature}
         if schema is not None and endpoint.format != "text":
             kwargs["response_format"] = _response_format(endpoint.format, schema)
@@ -181,12 +214,12 @@ class LLM:
             if "stream_options" not in str(exc) or not endpoint.stream_usage:
                 raise
             endpoint.stream_usage = False
-            return self._request(model, messages, schema, on_delta, cancel)
-        return _read_stream(stream, on_delta, cancel)
+            return self._request(model, messages, schema, ctx, on_delta)
+        return _read_stream(stream, on_delta, ctx.cancel)
 
-    def _degrade_format(self, exc: Exception) -> bool:
+    def _degrade_format(self, exc: Exception, choices: UserChoices) -> bool:
         """Step down the response_format ladder after a 400; False when nothing is left to try."""
-        endpoint = self._endpoint()
+        endpoint = self._endpoint(choices)
         if self.config.response_format != "auto" or endpoint.format == "text":
             return False
         endpoint.format = FORMAT_LADDER[FORMAT_LADDER.index(endpoint.format) + 1]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, nbjson
 
-from .steps import Answer, Execution, Plan, Step, UserMessage
+from .steps import Answer, Execution, FigureSource, Plan, Step, UserMessage
 
 META = "taskweaver_lab"
 Cell = dict[str, Any]
@@ -91,7 +91,8 @@ def _step_from_cell(cell: Any, meta: dict[str, Any]) -> Step | None:
     if kind == "plan":
         return Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     if kind == "answer":
-        return Answer(**data)
+        sources = tuple(FigureSource(**s) for s in data.pop("sources", ()) if isinstance(s, dict))
+        return Answer(**{**data, "sources": sources, "ungrounded": tuple(data.get("ungrounded", ()))})
     if kind == "execution":
         return Execution(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     return None

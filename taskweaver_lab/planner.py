@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any, Callable, Sequence
 
-from .llm import LLM, Reply
+from . import grounding, stall
+from .llm import LLM, CallContext
 from .prompts import planner_messages
 from .replies import ReplyParseError, ask_parsed, extract_json_object
-from .steps import Execution, Plan, Step, UserMessage
+from .steps import STOP_REASONS, Plan, Step, UserMessage
 
-STOPS = ("InProcess", "Completed", "Clarification", "AdditionalInformation", "SecurityRisks", "TaskFailure")
+STOPS = STOP_REASONS
 
 PLAN_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -80,39 +80,27 @@ class Planner:
         # Plugin signatures and examples are chosen per request (only relevant ones reach the prompt).
         self.llm, self.capabilities, self.examples = llm, capabilities, examples
 
-    def next(self, history: Sequence[Step], round_number: int, record: Callable[[Reply], None],
-             on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> Plan:
-        """One Planner decision (ReAct: it sees every execution report in ``history``)."""
+    def next(self, history: Sequence[Step], round_number: int, ctx: CallContext) -> Plan:
+        """One Planner decision (ReAct: it sees every execution report in ``history``).
+
+        A reply that would go round in circles (``stall.problem``) gets one corrective re-ask."""
         query = next((s.text for s in reversed(history) if isinstance(s, UserMessage)), "")
         messages = planner_messages(history, self.capabilities(query), self.examples(query))
         nudged: list[bool] = []
 
         def parse(text: str) -> Plan:
             plan = parse_plan(text, round_number)
-            problem = "" if nudged else stalled(plan, history)
+            problem = "" if nudged else stall.problem(plan, history) or _ungrounded(plan, history)
             if problem:  # once per decision: a second such reply is taken as meant
                 nudged.append(True)
                 raise ReplyParseError(problem)
             return plan
 
-        return ask_parsed(self.llm, "planner", messages, parse, "one JSON object", record, PLAN_SCHEMA, on_delta, cancel)
+        return ask_parsed(self.llm, "planner", messages, parse, "one JSON object", ctx, PLAN_SCHEMA)
 
 
-def stalled(plan: Plan, history: Sequence[Step]) -> str:
-    """Why ``plan`` would go round in circles, or "". Small models keep counting steps past the last one, or
-    send the step that just succeeded again (seen with a 1.5B model: identical steps until the call cap).
-    Such a reply gets one corrective re-ask instead."""
-    if plan.send_to != "CodeInterpreter":
+def _ungrounded(plan: Plan, history: Sequence[Step]) -> str:
+    """A final answer stating figures no code of the round printed gets one re-ask (grounding.py)."""
+    if plan.send_to != "User" or plan.is_question:
         return ""
-    done = ('Answer the User with the results you have (send_to "User", stop "Completed"), or re-plan if '
-            'something is still missing')
-    if plan.current_step > len(plan.plan):
-        return (f'"current_plan_step" {plan.current_step} is past the end of your {len(plan.plan)}-step plan, '
-                f'so every step is done. {done}')
-    previous = next((s for s in reversed(history) if isinstance(s, Plan)), None)
-    last_run = next((s for s in reversed(history) if isinstance(s, Execution)), None)
-    if (previous is not None and last_run is not None and last_run.ok and last_run.round == plan.round
-            and previous.round == plan.round and (previous.current_step, previous.message) == (plan.current_step, plan.message)):
-        return (f'step {plan.current_step} already ran successfully with this very message (its report is above). '
-                f'Go on with step {plan.current_step + 1}, or if this was the last step: {done}')
-    return ""
+    return grounding.problem(plan.message, history, plan.round)

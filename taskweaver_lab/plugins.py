@@ -297,7 +297,7 @@ def kernel_bootstrap_code(specs: Sequence[PluginSpec], workspace: str) -> str:
     It is ONE ``exec`` statement over a string literal in a throwaway namespace, so the user
     namespace gains exactly the plugin names. Helpers live in ``sys.modules['_taskweaver_lab_plugins']``.
     """
-    runtime_source = (Path(__file__).resolve().parent / "plugin_runtime.py").read_text(encoding="utf-8")
+    runtime_source = (Path(__file__).resolve().parent / "kernel_side" / "plugin_runtime.py").read_text(encoding="utf-8")
     payload = [
         {"name": s.name, "source": s.source, "source_path": s.source_path,
          "description": _one_line(s.description), "configurations": s.configurations}
@@ -306,7 +306,7 @@ def kernel_bootstrap_code(specs: Sequence[PluginSpec], workspace: str) -> str:
     inner = "\n".join([
         "import json, sys, types",
         f"module = types.ModuleType({RUNTIME_MODULE!r})",
-        "module.__file__ = 'taskweaver_lab/plugin_runtime.py'",
+        "module.__file__ = 'taskweaver_lab/kernel_side/plugin_runtime.py'",
         f"previous = sys.modules.get({RUNTIME_MODULE!r})",
         f"sys.modules[{RUNTIME_MODULE!r}] = module",
         f"exec(compile({runtime_source!r}, module.__file__, 'exec', dont_inherit=True), module.__dict__)",

@@ -98,6 +98,10 @@ def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
     context = f"Kernel variables: {variables or 'none yet'}\nUser request: {request}\nTask: {task.message}"
     messages.append({"role": "user", "content": context})
     for draft, problem in feedback:
+        if draft.reply_type == "text":  # no code to correct: the problem is our own instruction, not data
+            messages.append({"role": "assistant", "content": draft.thought})
+            messages.append({"role": "user", "content": problem})
+            continue
         messages.append({"role": "assistant", "content": f"```python\n{draft.code}\n```"})
         messages.append({"role": "user", "content": f"That code did not work:\n{data_block(problem)}\n"
                                                     "Reply with the whole corrected code."})

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from typing import Any, Callable, TypeVar
 
-from .llm import LLM, Messages, Reply
+from .llm import LLM, CallContext, Messages
 from .prompts import corrective_message
 from .steps import Role, TaskWeaverLabError
 
@@ -45,17 +44,14 @@ def extract_json_object(text: str) -> dict[str, Any]:
 
 
 def ask_parsed(llm: LLM, role: Role, messages: Messages, parse: Callable[[str], T], form: str,
-               record: Callable[[Reply], None], schema: dict[str, Any] | None = None,
-               on_delta: Callable[[str], None] | None = None, cancel: threading.Event | None = None) -> T:
+               ctx: CallContext, schema: dict[str, Any] | None = None) -> T:
     """One call; on a malformed reply, one corrective re-ask quoting the error; then a clear failure."""
-    reply = llm.complete(role, messages, schema, on_delta, cancel)
-    record(reply)
+    reply = llm.complete(role, messages, schema, ctx)
     try:
         return parse(reply.text)
     except ReplyParseError as first:
         retry = messages + [{"role": "assistant", "content": reply.text}, corrective_message(str(first), form)]
-        reply = llm.complete(role, retry, schema, on_delta, cancel)
-        record(reply)
+        reply = llm.complete(role, retry, schema, ctx)
         try:
             return parse(reply.text)
         except ReplyParseError as second:

@@ -6,19 +6,21 @@ the notebook keep everything that happened before.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from traitlets.config import Config
 
-from .agent import Agent, Decision, Turn
+from .agent import Agent, Decision, RoundContext
 from .codegen import CodeGenerator
 from .config import TaskWeaverLab, make_config
 from .examples import Example, example_to_yaml, load_examples, select_examples
-from .kernel import Executor, install_in_kernel, start_kernel
+from .kernel import Executor, start_kernel
 from .llm import LLM, Cancelled, UserChoices
 from .notebook import FileRecorder, Recorder, cell_for, read_notebook, steps_from_notebook
 from .planner import Planner
@@ -29,6 +31,17 @@ from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, U
 from .verifier import DEFAULT_ALLOWED_MODULES, Policy, verify
 
 Listener = Callable[[Step], None]
+
+
+@dataclass(frozen=True)
+class RoundOptions:
+    """What one round alone uses; the session keeps none of it afterwards."""
+
+    choices: UserChoices = field(default_factory=UserChoices)  # the user's model names / endpoint (sidebar settings)
+    recorder: Recorder | None = None       # where this round's cells go (default: the session's own record)
+    cancel: threading.Event | None = None  # the round's Stop flag, when the caller holds it (the server's turn)
+    plugins_only: bool = False             # the verifier allows plugin calls only (the sidebar's switch)
+    subshell: bool = False                 # agent code on the kernel's subshell (a waiting %%taskweaver cell)
 KERNEL_REPLACED = ("The kernel was restarted (or replaced) since the last round: every variable, import and loaded "
                    "data from earlier rounds is gone. Re-create whatever this round needs.")
 
@@ -54,12 +67,20 @@ class TaskWeaverApp:
         self.load_errors: list[str] = plugin_errors + example_errors
 
     def create_session(self, notebook: str | os.PathLike[str] | None = None, *, executor: Executor | None = None,
-                       recorder: Recorder | None = None, new: bool = False) -> "Session":
-        """A session recorded in ``notebook``; resumes the notebook's last session unless ``new``."""
+                       recorder: Recorder | None = None, new: bool = False,
+                       carry_over: "Session | None" = None) -> "Session":
+        """The one way to make a session: recorded in ``notebook`` (resuming its last session unless ``new``),
+        on ``executor`` (default: a fresh kernel in the notebook's folder).
+
+        ``carry_over``: continue that session's chat (id and history) on this executor instead of reading
+        the record: the server after a kernel restart, the magic after its options changed."""
         path = Path(notebook).resolve() if notebook else None
-        workspace = str(path.parent if path else Path.cwd())
-        session_id, history = (None, []) if new or path is None else steps_from_notebook(read_notebook(path))
-        if recorder is None and path is not None:
+        workspace = executor.workspace if executor is not None else str(path.parent if path else Path.cwd())
+        if carry_over is not None:
+            session_id, history = carry_over.id, carry_over.history
+        else:
+            session_id, history = (None, []) if new or path is None else steps_from_notebook(read_notebook(path))
+        if recorder is None and path is not None and carry_over is None:
             recorder = FileRecorder(path)
         replay = executor is None and bool(history)  # a fresh kernel: rebuild the variables the record relies on
         if executor is None:
@@ -106,22 +127,15 @@ class Session:
         self.llm = LLM(self.config)
         planner = Planner(self.llm, app.capabilities, app.examples_for("planner"))
         coder = CodeGenerator(self.llm, app.plugins_text, app.examples_for("code_generator"))
-        self.agent = Agent(planner, coder, executor, self.policy, self.config)
-        self._cancel = threading.Event()
+        self.agent = Agent(planner, coder, executor, self.config)
+        self._cancel = threading.Event()  # the running round's Stop flag (each round brings or gets its own)
         self._lock = threading.Lock()
         self._kernel_replaced = False
 
     # --- kernel setup -------------------------------------------------------------------
     def setup_kernel(self, replay_notebook: Path | None = None) -> None:
         """Helper, guard and plugins into the kernel (once); optionally re-run a resumed notebook's cells."""
-        if getattr(self.executor, "bootstrap", None) is None:
-            return  # an executor without kernel-side setup
-        # The in-process executor's own install() also arms the guard around its agent cells.
-        install = getattr(self.executor, "install", None)
-        if install is not None:
-            install(self.app.plugins, self.config.guard)
-        else:
-            install_in_kernel(self.executor, self.workspace, self.app.plugins, self.config.guard)
+        self.executor.setup(self.app.plugins, self.config.guard)
         if replay_notebook is not None:
             self._replay(replay_notebook)
 
@@ -170,36 +184,45 @@ class Session:
 
     # --- rounds ---------------------------------------------------------------------------
     def chat(self, message: str, on_event: Listener | None = None,
-             approve: Callable[[Draft, Verdict], Decision] | None = None, choices: UserChoices | None = None) -> Answer:
+             approve: Callable[[Draft, Verdict], Decision] | None = None,
+             options: RoundOptions | None = None) -> Answer:
         """One user round. Never raises for LLM/kernel trouble: the answer says what went wrong.
 
-        ``choices``: the user's model names / endpoint for this round only (the sidebar's settings)."""
+        ``options``: what this round alone uses (the sidebar's model choices, a recorder, a Stop flag...)."""
         if not message.strip():
             raise TaskWeaverLabError("The message is empty.")
+        options = options or RoundOptions()
         with self._lock:  # one round at a time per session
-            self._cancel.clear()
-            listeners = self.listeners + ([on_event] if on_event else [])
-            turn = Turn(add=lambda step: self._add(step, listeners), emit=lambda step: self._emit(step, listeners),
-                        max_calls=self.config.max_llm_calls_per_round, cancel=self._cancel, approve=approve)
-            self.llm.gate, self.llm.choices = turn.check_budget, choices or UserChoices()
-            user = UserMessage(message.strip(), self.next_round())
+            ctx = self._round_context(options, on_event, approve)
+            user = UserMessage(message.strip(), ctx.number)
             if self._kernel_replaced:  # closes the previous round, before the new request
                 self._kernel_replaced = False
-                turn.add(Execution(ok=True, code="", summary=KERNEL_REPLACED, step=0, round=user.round - 1))
+                ctx.add(Execution(ok=True, code="", summary=KERNEL_REPLACED, step=0, round=user.round - 1))
             try:
-                return self.agent.run_round(self.history, user, turn)
+                return self.agent.run_round(self.history, user, ctx)
             except Cancelled:
-                return self._fail(turn, user, "Stopped. Nothing after the last finished step was run; ask again to continue.")
+                return self._fail(ctx, user, "Stopped. Nothing after the last finished step was run; ask again to continue.")
             except TaskWeaverLabError as exc:
-                return self._fail(turn, user, str(exc))
-            finally:
-                self.llm.gate, self.llm.choices = None, UserChoices()
+                return self._fail(ctx, user, str(exc))
 
-    def _fail(self, turn: Turn, user: UserMessage, text: str) -> Answer:
+    def _round_context(self, options: RoundOptions, on_event: Listener | None,
+                       approve: Callable[[Draft, Verdict], Decision] | None) -> RoundContext:
+        listeners = self.listeners + ([on_event] if on_event else [])
+        recorder = options.recorder if options.recorder is not None else self.recorder
+        self._cancel = options.cancel or threading.Event()
+        policy = self.policy()
+        if options.plugins_only:  # enforced by the verifier for this round, not just asked for
+            policy = dataclasses.replace(policy, plugin_only=True)
+        return RoundContext(
+            number=self.next_round(), add=lambda step: self._add(step, listeners, recorder),
+            emit=lambda step: self._emit(step, listeners), max_calls=self.config.max_llm_calls_per_round,
+            policy=policy, cancel=self._cancel, approve=approve, choices=options.choices, subshell=options.subshell)
+
+    def _fail(self, ctx: RoundContext, user: UserMessage, text: str) -> Answer:
         if user not in self.history:  # failed before the round started
-            turn.add(user)
+            ctx.add(user)
         answer = Answer(text, stop="TaskFailure", round=user.round)
-        turn.add(answer)
+        ctx.add(answer)
         return answer
 
     def next_round(self) -> int:
@@ -210,11 +233,11 @@ class Session:
         self._cancel.set()
         self.executor.interrupt()
 
-    def _add(self, step: Step, listeners: Sequence[Listener]) -> None:
+    def _add(self, step: Step, listeners: Sequence[Listener], recorder: Recorder | None) -> None:
         self.history.append(step)
         cell = cell_for(step, self.id)
-        if cell is not None and self.recorder is not None:
-            self.recorder.add_cell(cell)
+        if cell is not None and recorder is not None:
+            recorder.add_cell(cell)
         self._emit(step, listeners)
 
     def _emit(self, step: Step, listeners: Sequence[Listener] | None = None) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Role = Literal["planner", "code_generator"]
 StopReason = Literal[
     "InProcess", "Completed", "Clarification", "AdditionalInformation", "SecurityRisks", "TaskFailure"
 ]
+STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 # A Planner reply with one of these stops ends the round with a question to the user.
 QUESTION_STOPS = ("Clarification", "AdditionalInformation")
 
@@ -131,14 +132,32 @@ class Execution(Step):
 
 
 @dataclass(frozen=True)
+class FigureSource:
+    """Where a figure of an answer came from: the generated cell (round, step, attempt) that printed it,
+    or the user's own message (``grounding.py``)."""
+
+    figure: str
+    origin: Literal["cell", "user"]
+    round: int = 0
+    step: int = 0
+    attempt: int = 0
+    execution_count: int | None = None
+
+
+@dataclass(frozen=True)
 class Answer(Step):
-    """The round's last word to the user: a final answer or a question."""
+    """The round's last word to the user: a final answer or a question.
+
+    ``sources``: each figure of the text and the cell that computed it; ``ungrounded``: figures no code of
+    the round printed (marked "not computed" in the text)."""
 
     kind = "answer"
     text: str
     is_question: bool = False
     stop: StopReason = "Completed"
     round: int = 0
+    sources: tuple[FigureSource, ...] = ()
+    ungrounded: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.text
@@ -196,3 +215,7 @@ class Usage:
             self.latency_s + call.latency_s,
             by_role,
         )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "latency_s": round(self.latency_s, 3), "by_role": dict(self.by_role)}

@@ -11,7 +11,7 @@ import pytest
 
 from security.harness import CANARY_FILE_TEXT, AgentKernel, Canaries
 
-GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "guard.py"
+GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "kernel_side" / "guard.py"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import tornado.httpclient
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from taskweaver_lab.handlers import BaseHandler, routes
+from taskweaver_lab.server.handlers import BaseHandler, routes
 
 from server_support import make_notebook, server_config, started
 

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from taskweaver_lab.config import make_config
-from taskweaver_lab.llm import LLM, Cancelled
+from taskweaver_lab.llm import LLM, Cancelled, OneCall
 from taskweaver_lab.steps import TaskWeaverLabError
 from taskweaver_lab.testing import ScriptedLLMServer
 
@@ -23,7 +23,7 @@ def make_llm(server: ScriptedLLMServer, **extra) -> LLM:
 def test_streams_deltas_and_reports_usage_with_the_role_model(llm_server) -> None:
     llm_server.add("planner", {"content": "hello there, analyst", "chunk_chars": 5})
     deltas: list[str] = []
-    reply = make_llm(llm_server).complete("planner", MESSAGES, on_delta=deltas.append)
+    reply = make_llm(llm_server).complete("planner", MESSAGES, ctx=OneCall(on_delta=deltas.append))
     assert reply.text == "hello there, analyst" and "".join(deltas) == reply.text and len(deltas) == 4
     assert (reply.call.role, reply.call.model) == ("planner", "planner")
     assert reply.call.prompt_tokens > 0 and reply.call.completion_tokens > 0
@@ -72,7 +72,7 @@ def test_stop_cancels_a_stream(llm_server) -> None:
     llm_server.add("planner", {"content": "x" * 400, "chunk_chars": 4, "chunk_delay": 0.02})
     cancel = threading.Event()
     with pytest.raises(Cancelled):
-        make_llm(llm_server).complete("planner", MESSAGES, on_delta=lambda _: cancel.set(), cancel=cancel)
+        make_llm(llm_server).complete("planner", MESSAGES, ctx=OneCall(cancel=cancel, on_delta=lambda _: cancel.set()))
 
 
 def test_cassette_records_then_replays_without_the_endpoint(llm_server, tmp_path) -> None:

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from taskweaver_lab import plugin_runtime
+from taskweaver_lab.kernel_side import plugin_runtime
 from taskweaver_lab.plugins import (
     PluginSpec, builtin_plugins_dir, kernel_artifacts_code, kernel_bootstrap_code, load_plugins,
     parse_artifacts, select_plugins,

@@ -72,7 +72,7 @@ async def test_turn_runs_in_the_notebook_kernel_and_lands_in_the_file(
     ws.close()
 
     # A server restart loses no finished round: a fresh registry rebuilds the chat from the notebook.
-    from taskweaver_lab.turns import TurnManager
+    from taskweaver_lab.server.turns import TurnManager
 
     ext = await started(jp_serverapp)
     ext.turns = TurnManager(ext.core, jp_serverapp, asyncio.get_running_loop(), ext.ydoc)

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pytest
 
 from taskweaver_lab import sandbox
-from taskweaver_lab.sandbox_kernelspec import (DISPLAY_NAME, KERNEL_NAME, SOCKET_PATH_MAX, SWITCH_KERNEL,
+from taskweaver_lab.server.sandbox_kernelspec import (DISPLAY_NAME, KERNEL_NAME, SOCKET_PATH_MAX, SWITCH_KERNEL,
                                                private_socket_dir)
 from taskweaver_lab.testing import code_reply, plan_reply
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
-from taskweaver_lab import guard
+from taskweaver_lab.kernel_side import guard
 from taskweaver_lab.config import DEFAULT_SCRUB_ENV
 from taskweaver_lab.secrets import scrubbed_env
 

@@ -10,6 +10,7 @@ It runs as the private module ``_taskweaver_lab_kernel`` (never in the user's na
 """
 import json
 import os
+import sys
 import threading
 
 MODULE_NAME = "_taskweaver_lab_kernel"
@@ -20,8 +21,8 @@ _state = {"agent_names": set(), "plugin_names": set(), "ids": {}, "files": {}, "
 
 
 def _ip():
-    from IPython import get_ipython
-    return get_ipython()
+    ipython = sys.modules.get("IPython")  # the kernel's own; kernel-side code imports only the stdlib
+    return ipython.get_ipython() if ipython is not None else None
 
 
 def is_agent_cell():

@@ -16,7 +16,6 @@ kernel has one, so it never queues behind a long user cell.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -25,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .agent import Decision
-from .config import NO_ENDPOINT_HELP, SETTINGS_HINT
-from .llm import UserChoices
-from .notebook import Cell, Recorder, read_notebook, steps_from_notebook
+from ..agent import Decision
+from ..config import NO_ENDPOINT_HELP, SETTINGS_HINT
+from ..llm import UserChoices
+from ..notebook import Cell, Recorder, read_notebook, steps_from_notebook
 from .rtc import AnchoredFileRecorder, RTCRecorder, plain
-from .secrets import redact
+from ..secrets import redact
 from .server_kernel import ServerKernel, ServerKernelExecutor, attach_executor
-from .session import Session, TaskWeaverApp
-from .steps import Draft, Notice, Step, TaskWeaverLabError, Usage, Verdict
+from ..session import RoundOptions, Session, TaskWeaverApp
+from ..steps import Draft, Notice, Step, TaskWeaverLabError, Usage, Verdict
 
 log = logging.getLogger("taskweaver_lab.turns")
 Envelope = dict[str, Any]
@@ -108,7 +107,7 @@ class Turn:
     finished_at: float = 0.0
     gate: ApprovalGate | None = None
     session: Session | None = None
-    stopped: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)  # Stop; becomes the round's own flag
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def accepted(self) -> dict[str, str]:
@@ -188,12 +187,12 @@ class TurnManager:
         turn = self._turn(turn_id)
         if turn.done:
             return {"turn_id": turn_id, "stopped": False}
-        turn.stopped = True  # a Stop before the worker starts is applied when it does
+        turn.cancel.set()  # a Stop before the worker starts is applied when it does
         if turn.session is None:
             return {"turn_id": turn_id, "stopped": True}
         if turn.gate is not None:
             turn.gate.cancel()
-        turn.session.stop()  # cancels the LLM stream; interrupts the kernel only if our code runs
+        turn.session.executor.interrupt()  # only if our code runs; the cancel flag ends the LLM stream
         return {"turn_id": turn_id, "stopped": True}
 
     def approve(self, turn_id: str, action: str, code: str = "") -> dict[str, Any]:
@@ -224,15 +223,14 @@ class TurnManager:
     def _new_session(self, request: TurnRequest, os_path: str, kernel: ServerKernel,
                      entry: NotebookSession | None) -> NotebookSession:
         executor = attach_executor(kernel, str(Path(os_path).parent), self.app)
-        if entry is not None and not request.new:  # another kernel (or a restart): keep the chat's history
+        carry_over = entry.session if entry is not None and not request.new else None
+        if entry is not None:
             entry.session.close()
-            session = Session(self.app, executor, None, str(Path(os_path).parent), entry.session.id, entry.session.history)
-            session.setup_kernel()
+        # recorder=None: each turn brings its own (RTC, the sidebar, the file), see _recorder
+        session = self.app.create_session(notebook=os_path, executor=executor, recorder=None, new=request.new,
+                                          carry_over=carry_over)
+        if carry_over is not None:  # another kernel (or a restart): the chat goes on, its variables are gone
             session.kernel_replaced()
-        else:
-            if entry is not None:
-                entry.session.close()
-            session = self.app.create_session(notebook=os_path, executor=executor, recorder=None, new=request.new)
         self.sessions[request.path] = NotebookSession(session, kernel, executor)
         return self.sessions[request.path]
 
@@ -264,23 +262,19 @@ class TurnManager:
         state, error = "finished", ""
         publish({"kind": "turn", "state": "started", "origin": turn.origin, "record": turn.record})
         try:
-            if turn.stopped:
+            if turn.cancel.is_set():
                 raise TaskWeaverLabError("Stopped before the turn started.")
-            session.recorder = recorder
-            entry.executor.subshell_id = entry.kernel.subshell_id if request.origin == "magic" else None
-            entry.executor.stop_pending = turn.stopped
-            if request.plugins_only:  # enforced by the verifier for this turn, not just asked for
-                session.agent.policy = lambda: dataclasses.replace(session.policy(), plugin_only=True)
+            options = RoundOptions(choices=request.choices, recorder=recorder, cancel=turn.cancel,
+                                   plugins_only=request.plugins_only, subshell=request.origin == "magic")
             session.chat(request.message, on_event=on_event, approve=turn.gate.wait if turn.gate else None,
-                         choices=request.choices)
+                         options=options)
         except TaskWeaverLabError as exc:
             state, error = "failed", str(exc)
         except Exception as exc:  # a bug of ours: say so in one line, keep the traceback in the server log
             log.exception("taskweaver_lab turn %s failed", turn.id)
             state, error = "failed", redact(f"Internal error: {type(exc).__name__}: {exc}", [self.app.config.api_key])
         finally:
-            session.agent.policy = session.policy
-            publish({"kind": "turn", "state": state, **({"error": error} if error else {}), "usage": _usage_json(usage[0])})
+            publish({"kind": "turn", "state": state, **({"error": error} if error else {}), "usage": usage[0].to_json()})
             self.loop.call_soon_threadsafe(self._finish, turn)
 
     # --- events -----------------------------------------------------------------------------
@@ -372,11 +366,6 @@ class TurnManager:
         for entry in self.sessions.values():
             entry.session.close()  # stops our channels only: the user's kernel keeps running
         self.sessions.clear()
-
-
-def _usage_json(usage: Usage) -> dict[str, Any]:
-    return {"calls": usage.calls, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "latency_s": round(usage.latency_s, 3), "by_role": dict(usage.by_role)}
 
 
 class EventRecorder:

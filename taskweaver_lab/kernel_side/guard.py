@@ -371,11 +371,10 @@ def agent_context() -> Iterator[None]:
 
 
 def _connect_ipython(controller: _Controller) -> None:
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    ipython = sys.modules.get("IPython")  # the kernel's own; kernel-side code imports only the stdlib
+    if ipython is None:
         return
-    shell = get_ipython()
+    shell = ipython.get_ipython()
     kernel = getattr(shell, "kernel", None)
     if shell is None or kernel is None:
         return   # plain IPython / no kernel: only agent_context() switches the guard on

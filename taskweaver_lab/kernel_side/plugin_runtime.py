@@ -152,10 +152,11 @@ def install_shim() -> Any:
     existing = sys.modules.get("taskweaver.plugin")
     if existing is not None and not getattr(existing, "_taskweaver_lab_shim", False):
         return sys.modules.get("taskweaver.plugin.register", existing)
+    import importlib
     import importlib.util
     if existing is None and importlib.util.find_spec("taskweaver") is not None:
-        import taskweaver.plugin.register as real_register  # type: ignore[import-not-found]
-        return real_register
+        # the real TaskWeaver is installed in this kernel: its registry, found at run time (not a dependency)
+        return importlib.import_module("taskweaver.plugin.register")
     this = sys.modules[__name__]
     package = sys.modules.get("taskweaver") or types.ModuleType("taskweaver")
     package.__path__ = []  # type: ignore[attr-defined]  # a package, so submodule imports resolve

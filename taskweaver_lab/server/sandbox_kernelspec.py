@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import sandbox
-from .steps import TaskWeaverLabError
+from .. import sandbox
+from ..steps import TaskWeaverLabError
 
 KERNEL_NAME = "taskweaver-sandbox"
 DISPLAY_NAME = "Python 3 (TaskWeaver sandbox)"

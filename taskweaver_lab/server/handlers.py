@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import urlparse
 
 from jupyter_core.utils import ensure_async
@@ -21,9 +21,9 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
-from . import kernel_auth
-from .config import TaskWeaverLab
-from .llm import UserChoices
+from .. import kernel_auth
+from ..config import TaskWeaverLab
+from ..llm import UserChoices
 from .turns import TurnError, TurnManager, TurnRequest
 
 AUTH_RESOURCE = "kernels"  # a turn runs code in a kernel: the same permission as running a cell
@@ -37,13 +37,18 @@ def refusals(method: F) -> F:
 
     @functools.wraps(method)
     async def wrapper(self: "BaseHandler", *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await ensure_async(method(self, *args, **kwargs))
-        except TurnError as exc:
-            self.set_status(exc.status)
-            self.finish({"error": str(exc)})
+        return await _answer_refusals(self, lambda: ensure_async(method(self, *args, **kwargs)))
 
     return wrapper  # type: ignore[return-value]
+
+
+async def _answer_refusals(handler: "BaseHandler", call: Callable[[], Awaitable[Any]]) -> Any:
+    """The one error-to-HTTP mapping: a ``TurnError`` is its status and ``{"error": "<one sentence>"}``."""
+    try:
+        return await call()
+    except TurnError as exc:
+        handler.set_status(exc.status)
+        handler.finish({"error": str(exc)})
 
 
 class BaseHandler(ExtensionHandlerMixin, APIHandler):
@@ -213,12 +218,11 @@ def kernel_signed(method: F) -> F:
 
     @functools.wraps(method)
     async def wrapper(self: "KernelHandler", *args: Any, **kwargs: Any) -> Any:
-        try:
+        async def authenticated() -> Any:
             await self.authenticate_kernel()
             return await ensure_async(method(self, *args, **kwargs))
-        except TurnError as exc:
-            self.set_status(exc.status)
-            self.finish({"error": str(exc)})
+
+        return await _answer_refusals(self, authenticated)
 
     wrapper.taskweaver_kernel_signed = True  # type: ignore[attr-defined]  # read by check_handler_auth.py
     return wrapper  # type: ignore[return-value]

@@ -15,11 +15,10 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 
-from .config import NO_ENDPOINT_HELP, TaskWeaverLab
+from ..config import NO_ENDPOINT_HELP, SERVER_URL_ENV, TaskWeaverLab
 from .sandbox_kernelspec import SandboxKernels, ServerSandbox
-from .secrets import scrubbed_env
+from ..secrets import scrubbed_env
 
-SERVER_URL_ENV = "TASKWEAVER_LAB_SERVER_URL"
 
 
 class TaskWeaverLabExtension(ExtensionApp):
@@ -28,7 +27,7 @@ class TaskWeaverLabExtension(ExtensionApp):
     classes = [*ExtensionApp.classes, TaskWeaverLab]  # help of the extension lists the TaskWeaverLab section
 
     def initialize_settings(self) -> None:
-        from .session import TaskWeaverApp
+        from ..session import TaskWeaverApp
 
         self.core = TaskWeaverApp(traitlets_config=self.config)
         self.config_section: TaskWeaverLab = self.core.config

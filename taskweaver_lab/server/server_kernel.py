@@ -16,9 +16,9 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_core.utils import ensure_async
 
-from . import kernel_helper
-from .kernel import KernelExecutor
-from .steps import Execution, TaskWeaverLabError
+from ..kernel_side import kernel_helper
+from ..kernel import KernelExecutor
+from ..steps import Execution, TaskWeaverLabError
 
 log = logging.getLogger("taskweaver_lab.kernel")
 
@@ -96,7 +96,7 @@ class ServerKernel:
         try:
             subshell = stopper.use_subshell()
             stopper.bootstrap(_STOP.format(module=kernel_helper.MODULE_NAME, msg_id=msg_id), "the stop")
-            log.debug("stop of %s in kernel %s: %s", msg_id, self.kernel_id, stopper.setup_messages)
+            log.debug("stop of %s in kernel %s: %s", msg_id, self.kernel_id, stopper.state.setup_messages)
             stopper._control_request("delete_subshell_request", 3, {"subshell_id": subshell})
         except TaskWeaverLabError as exc:
             log.warning("could not stop %s in kernel %s: %s", msg_id, self.kernel_id, exc)
@@ -132,23 +132,21 @@ class ServerKernelExecutor(KernelExecutor):
         super().__init__(client, workspace, kernel.interrupt, kernel.is_alive, summary_chars, redact)
         self.kernel = kernel
         self.running = False
-        self.stop_pending = False  # Stop arrived between steps: the next execution must not start
 
-    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None) -> Execution:
-        if self.stop_pending and agent:
-            self.stop_pending = False
-            return Execution(ok=False, code=code, summary="Stopped before running.", error="KeyboardInterrupt: stopped",
-                             interrupted=True)
-        self.running = True
+    def execute(self, code: str, *, agent: bool = True, timeout: float | None = None, subshell: bool = False,
+                cancel: threading.Event | None = None) -> Execution:
+        self.running = True  # before looking at cancel: a Stop either sees us running or we see its cancel
         try:
-            return super().execute(code, agent=agent, timeout=timeout)
+            if agent and cancel is not None and cancel.is_set():
+                return Execution(ok=False, code=code, summary="Stopped before running.",
+                                 error="KeyboardInterrupt: stopped", interrupted=True)
+            return super().execute(code, agent=agent, timeout=timeout, subshell=subshell, cancel=cancel)
         finally:
             self.running = False
 
     def interrupt(self) -> None:
         if not self.running:
-            self.stop_pending = True
-            return
+            return  # between steps: the round's cancel flag keeps the next step from starting
         self._interrupted.set()
         msg_id = self.agent_msg_id
         if msg_id is None:

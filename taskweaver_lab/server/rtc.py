@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import nbformat
 
-from .notebook import Cell, FileRecorder
+from ..notebook import Cell, FileRecorder
 
 INSERT_TIMEOUT_S = 30.0
 
