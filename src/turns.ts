@@ -9,8 +9,10 @@ import type {
   IApprovalEvent,
   IDraftStep,
   IExecutionStep,
+  ILLMCallStep,
   INoticeStep,
   IPlanStep,
+  ITurnEvent,
   IUsage,
   IVerdictStep,
   Role
@@ -68,7 +70,7 @@ export interface ITurn {
 }
 
 export function emptyUsage(): IUsage {
-  return { calls: 0, prompt_tokens: 0, completion_tokens: 0, latency_s: 0 };
+  return { calls: 0, prompt_tokens: 0, completion_tokens: 0, latency_s: 0, by_role: {} };
 }
 
 export function newTurn(id: string, userText: string, state: TurnState): ITurn {
@@ -120,12 +122,12 @@ export function applyEvent(turn: ITurn, event: ChatEvent): void {
       turn.items.push({ type: 'notice', notice: event });
       return;
     case 'llm_call':
-      return addCall(turn.usage, event.prompt_tokens, event.completion_tokens, event.latency_s);
+      return addCall(turn.usage, event);
     case 'approval':
       turn.items.push({ type: 'approval', approval: event, resolved: null });
       return;
     case 'turn':
-      return applyTurnState(turn, event.state, event.error, event.usage);
+      return applyTurnState(turn, event);
     default:
       return;
   }
@@ -180,34 +182,30 @@ function applyAnswer(turn: ITurn, answer: IAnswerStep): void {
   }
 }
 
-function applyTurnState(
-  turn: ITurn,
-  state: 'started' | 'finished' | 'failed',
-  error?: string,
-  usage?: IUsage
-): void {
-  if (usage) {
-    turn.usage = { ...usage };
-  }
-  if (state === 'started') {
+function applyTurnState(turn: ITurn, event: ITurnEvent): void {
+  if (event.state === 'started') {
     turn.state = turn.state === 'stopping' ? 'stopping' : 'running';
     return;
   }
+  // The server's totals replace ours: they also count calls made before this sidebar connected.
+  turn.usage = { ...event.usage, by_role: { ...event.usage.by_role } };
   turn.finishedAt = Date.now();
   turn.live = null;
-  if (state === 'failed') {
+  if (event.state === 'failed') {
     turn.state = 'failed';
-    turn.error = error ?? 'The turn failed.';
+    turn.error = event.error ?? 'The turn failed.';
   } else {
     turn.state = turn.state === 'stopping' ? 'stopped' : 'finished';
   }
 }
 
-function addCall(usage: IUsage, prompt: number, completion: number, latency: number): void {
+/** Running totals while the turn runs, the way steps.py Usage.add counts them. */
+function addCall(usage: IUsage, call: ILLMCallStep): void {
   usage.calls += 1;
-  usage.prompt_tokens += prompt;
-  usage.completion_tokens += completion;
-  usage.latency_s += latency;
+  usage.prompt_tokens += call.prompt_tokens;
+  usage.completion_tokens += call.completion_tokens;
+  usage.latency_s += call.latency_s;
+  usage.by_role[call.role] = (usage.by_role[call.role] ?? 0) + 1;
 }
 
 function lastItem<T extends ChatItem['type']>(

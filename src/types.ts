@@ -1,6 +1,10 @@
 /**
  * The wire vocabulary: a mirror of taskweaver_lab/steps.py (`Step.to_json()`)
  * plus the protocol-only kinds of docs/architecture.md ("Server <-> sidebar protocol").
+ *
+ * Kept honest by tests/test_wire_contract.py: it records one real example of every message in
+ * tests/golden/ and generates src/__tests__/wire.golden.ts, whose typed literals `jlpm test` compiles.
+ * A field is required here exactly when Python always sends it.
  */
 import type * as nbformat from '@jupyterlab/nbformat';
 
@@ -14,6 +18,10 @@ export type StopReason =
   | 'TaskFailure';
 export type ApprovalPolicy = 'auto' | 'approve';
 export type ApprovalAction = 'run' | 'skip' | 'edit';
+/** Who started a turn: the chat sidebar or a `%%taskweaver` cell. */
+export type TurnOrigin = 'sidebar' | 'magic';
+/** Where a turn's cells are recorded; "frontend": the sidebar inserts them into the open notebook. */
+export type RecordMode = 'rtc' | 'frontend' | 'file';
 
 export interface IUserStep {
   kind: 'user';
@@ -71,6 +79,18 @@ export interface IExecutionStep {
   step: number;
   round: number;
   interrupted: boolean;
+  /** False for code that ran without passing the verifier (e.g. a user's edit in approval mode). */
+  verified: boolean;
+}
+
+/** Where a figure of an answer came from: the generated cell that printed it, or the user's message. */
+export interface IFigureSource {
+  figure: string;
+  origin: 'cell' | 'user';
+  round: number;
+  step: number;
+  attempt: number;
+  execution_count: number | null;
 }
 
 export interface IAnswerStep {
@@ -79,6 +99,10 @@ export interface IAnswerStep {
   is_question: boolean;
   stop: StopReason;
   round: number;
+  /** Each figure of the text and where it was computed. */
+  sources: IFigureSource[];
+  /** Figures no code of the round printed (the text marks them "not computed"). */
+  ungrounded: string[];
 }
 
 export interface ILLMCallStep {
@@ -110,15 +134,26 @@ export interface IUsage {
   prompt_tokens: number;
   completion_tokens: number;
   latency_s: number;
-  by_role?: Record<string, number>;
+  /** LLM calls per role. */
+  by_role: Record<string, number>;
 }
 
-export interface ITurnEvent {
+export interface ITurnStartedEvent {
   kind: 'turn';
-  state: 'started' | 'finished' | 'failed';
-  error?: string;
-  usage?: IUsage;
+  state: 'started';
+  origin: TurnOrigin;
+  record: RecordMode;
 }
+
+export interface ITurnEndedEvent {
+  kind: 'turn';
+  state: 'finished' | 'failed';
+  /** Only when the turn failed. */
+  error?: string;
+  usage: IUsage;
+}
+
+export type ITurnEvent = ITurnStartedEvent | ITurnEndedEvent;
 
 export interface IApprovalEvent {
   kind: 'approval';
@@ -129,7 +164,10 @@ export interface IApprovalEvent {
 export interface ICellEvent {
   kind: 'cell';
   cell: nbformat.ICell;
+  /** True when the sidebar must insert the cell itself (record mode "frontend"). */
   insert: boolean;
+  /** A magic turn's cells go right below this cell (the %%taskweaver cell, then the turn's previous cell). */
+  after_cell_id?: string;
 }
 
 export type Step =
@@ -160,17 +198,17 @@ export interface IStatus {
   rtc: boolean;
   approval: ApprovalPolicy;
   /** False when the admin does not let users pick their own LLM endpoint. */
-  user_base_url?: boolean;
+  user_base_url: boolean;
   /** Model names users may pick; empty: any. */
-  allowed_models?: string[];
+  allowed_models: string[];
   /** "landlock" when agent code only runs in sandboxed kernels. */
-  sandbox?: string;
+  sandbox: 'none' | 'landlock';
   /** The kernelspec display name to switch to when sandbox is "landlock". */
   sandbox_kernel?: string;
   /** Why this machine cannot sandbox (every turn is refused until an admin fixes it). */
   sandbox_error?: string;
   /** Plugins or examples that failed to load (the rest work). */
-  load_errors?: string[];
+  load_errors: string[];
 }
 
 export interface ISessionSnapshot {
@@ -178,6 +216,8 @@ export interface ISessionSnapshot {
   path: string;
   events: ChatEvent[];
   busy: boolean;
+  /** The turn running on this notebook, if any. */
+  turn_id: string | null;
 }
 
 /** Per-user choices from the Settings Editor; never secrets. */
@@ -201,5 +241,5 @@ export interface ITurnRequest {
 export interface ITurnAccepted {
   turn_id: string;
   session_id: string;
-  record: 'rtc' | 'frontend' | 'file';
+  record: RecordMode;
 }
