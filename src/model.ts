@@ -3,7 +3,6 @@
  * SidebarModel follows the active notebook; one ChatModel per notebook path holds its turns
  * and its events socket, so a turn keeps recording while the user works in another tab.
  */
-import type * as nbformat from '@jupyterlab/nbformat';
 import { ISignal, Signal } from '@lumino/signaling';
 import { ApiError, TaskWeaverApi } from './api';
 import { INotebookBinding, NotebookHost } from './notebook';
@@ -18,6 +17,7 @@ import {
 import type {
   ApprovalAction,
   ApprovalPolicy,
+  ICellEvent,
   IEventEnvelope,
   IStatus,
   ITurnRequest,
@@ -173,7 +173,7 @@ export class ChatModel {
   private onEnvelope(envelope: IEventEnvelope): void {
     const turn = this.turnFor(envelope.turn_id);
     if (envelope.event.kind === 'cell') {
-      this.queueCell(envelope.event.cell, envelope.event.insert, turn);
+      this.queueCell(envelope.event, turn);
       return;
     }
     applyEvent(turn, envelope.event);
@@ -202,13 +202,15 @@ export class ChatModel {
     }
   }
 
-  /** Inserts cells in arrival order (record mode "frontend"). */
-  private queueCell(cell: nbformat.ICell, insert: boolean, turn: ITurn): void {
-    if (!insert) {
+  /** Inserts cells one after the other, in arrival order (record mode "frontend"). */
+  private queueCell(event: ICellEvent, turn: ITurn): void {
+    if (!event.insert) {
       return;
     }
     this._cellQueue = this._cellQueue.then(async () => {
-      const inserted = await this.host.appendCell(this.path, cell).catch(() => false);
+      const inserted = await this.host
+        .insertCell(this.path, event.cell, event.after_cell_id)
+        .catch(() => false);
       if (!inserted) {
         turn.error = `Could not add a generated cell to ${this.path}: open the notebook to record it.`;
         this.emit();

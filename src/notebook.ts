@@ -4,6 +4,7 @@ import type { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import type { Contents } from '@jupyterlab/services';
 import { PathExt } from '@jupyterlab/coreutils';
 import { ISignal, Signal } from '@lumino/signaling';
+import { insertionIndex } from './cells';
 
 export interface INotebookBinding {
   path: string;
@@ -49,14 +50,19 @@ export class NotebookHost {
     return bindingOf(panel);
   }
 
-  /** Appends a cell (source, outputs, metadata) to the open notebook at `path` and saves it. */
-  async appendCell(path: string, cell: nbformat.ICell): Promise<boolean> {
+  /**
+   * Inserts a cell (source, outputs, metadata, id) into the open notebook at `path` and saves it:
+   * right below the cell `afterCellId` when there is one (a magic turn), else at the end.
+   */
+  async insertCell(path: string, cell: nbformat.ICell, afterCellId?: string): Promise<boolean> {
     const panel = this.findPanel(path);
     const model = panel?.content.model;
     if (!panel || !model) {
       return false;
     }
-    model.sharedModel.insertCell(model.cells.length, toSharedCell(cell));
+    const shared = model.sharedModel;
+    const index = insertionIndex(shared.cells.map(existing => existing.id), afterCellId);
+    shared.insertCell(index, toSharedCell(cell));
     await panel.context.save();
     return true;
   }
