@@ -1,10 +1,13 @@
-/** REST and websocket client for the server extension, using JupyterLab's ServerConnection. */
+/**
+ * The API layer: REST and the events websocket of the server extension, through JupyterLab's
+ * ServerConnection (base URL, token, XSRF). Models above it never touch sockets or URLs.
+ */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
+import { EventStream, IEventStream } from './events';
 import { API_NAMESPACE } from './tokens';
 import type {
   ApprovalAction,
-  IEventEnvelope,
   ISessionSnapshot,
   IStatus,
   ITurnAccepted,
@@ -37,18 +40,12 @@ export class TaskWeaverApi {
     return this.request(`turns/${encodeURIComponent(turnId)}/approve`, 'POST', body);
   }
 
-  /** Opens `events?path=...`; the token is appended the way JupyterLab's own sockets do it. */
-  openEvents(path: string, onEnvelope: (envelope: IEventEnvelope) => void): WebSocket {
-    const socket = new this.settings.WebSocket(this.eventsUrl(path));
-    socket.onmessage = (message: MessageEvent) => {
-      const envelope = parseEnvelope(message.data);
-      if (envelope) {
-        onEnvelope(envelope);
-      }
-    };
-    return socket;
+  /** The events of every turn on `path` (sidebar and magic), reconnecting until disposed. */
+  events(path: string): IEventStream {
+    return new EventStream(() => new this.settings.WebSocket(this.eventsUrl(path)));
   }
 
+  /** `events?path=...`; the token is appended the way JupyterLab's own sockets do it. */
   eventsUrl(path: string): string {
     let url = URLExt.join(this.settings.wsUrl, API_NAMESPACE, 'events');
     url += `?path=${encodeURIComponent(path)}`;
@@ -103,16 +100,4 @@ function errorMessage(data: unknown, response: Response): string {
     return 'The taskweaver_lab server extension is not enabled (404). Run `jupyter server extension enable taskweaver_lab` and restart.';
   }
   return `Request failed: ${response.status} ${response.statusText}`;
-}
-
-function parseEnvelope(data: unknown): IEventEnvelope | null {
-  if (typeof data !== 'string') {
-    return null;
-  }
-  try {
-    const parsed = JSON.parse(data) as IEventEnvelope;
-    return parsed && parsed.event && typeof parsed.event.kind === 'string' ? parsed : null;
-  } catch {
-    return null;
-  }
 }

@@ -13,7 +13,7 @@ import { TaskWeaverSidebar } from './widgets/sidebar';
 
 export const OPEN_COMMAND = 'taskweaver:open';
 
-const plugin: JupyterFrontEndPlugin<SidebarModel> = {
+const plugin: JupyterFrontEndPlugin<ITaskWeaverSidebar> = {
   id: PLUGIN_ID,
   description: 'TaskWeaver chat sidebar: plans, verified code and results in the notebook\'s own kernel.',
   autoStart: true,
@@ -79,3 +79,4 @@ function readSettings(settings: ISettingRegistry.ISettings): IUserSettings {
 
 export default plugin;
 export { ITaskWeaverSidebar } from './tokens';
+export type { ITaskWeaverChat } from './tokens';

@@ -1,11 +1,14 @@
 /**
- * All sidebar state, with Lumino signals (no React here).
- * SidebarModel follows the active notebook; one ChatModel per notebook path holds its turns
- * and its events socket, so a turn keeps recording while the user works in another tab.
+ * The domain state of the sidebar, with Lumino signals (no React, no view state here).
+ * SidebarModel follows the active notebook; one ChatModel per notebook path holds its turns and
+ * listens to its events stream (api.ts), so a turn keeps recording while the user works in another tab.
+ * Signals are fine-grained so a streamed token re-renders one line, not the panel.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 import { ApiError, TaskWeaverApi } from './api';
+import type { IEventStream } from './events';
 import { INotebookBinding, NotebookHost } from './notebook';
+import type { ITaskWeaverChat, ITaskWeaverSidebar } from './tokens';
 import {
   applyEvent,
   isActive,
@@ -31,10 +34,8 @@ export const DEFAULT_SETTINGS: IUserSettings = {
   baseUrl: ''
 };
 
-const RECONNECT_MS = [500, 1000, 2000, 5000];
-
 /** The chat of one notebook. */
-export class ChatModel {
+export class ChatModel implements ITaskWeaverChat {
   constructor(
     readonly path: string,
     private readonly api: TaskWeaverApi,
@@ -43,6 +44,12 @@ export class ChatModel {
 
   get changed(): ISignal<this, void> {
     return this._changed;
+  }
+  get turnChanged(): ISignal<this, ITurn> {
+    return this._turnChanged;
+  }
+  get streamed(): ISignal<this, ITurn> {
+    return this._streamed;
   }
   get turns(): readonly ITurn[] {
     return this._turns;
@@ -60,15 +67,17 @@ export class ChatModel {
     return this._disposed;
   }
 
-  /** Restores the chat from the notebook record (server side) and listens for events. */
+  /** Listens for events, then restores the chat from the notebook record (server side). */
   async start(): Promise<void> {
-    this.connect();
+    this._events = this.api.events(this.path);
+    this._events.received.connect((_, envelope) => this.onEnvelope(envelope), this);
+    this._events.reconnected.connect(() => void this.refresh(), this);
     await this.refresh();
   }
 
   async refresh(): Promise<void> {
     this._loading = true;
-    this.emit();
+    this.emitChanged();
     try {
       const snapshot = await this.api.getSession(this.path);
       if (!this.activeTurn) {
@@ -79,13 +88,14 @@ export class ChatModel {
       this._error = messageOf(error);
     }
     this._loading = false;
-    this.emit();
+    this.emitChanged();
   }
 
   async send(request: ITurnRequest): Promise<void> {
     const turn = newTurn(`local-${++this._localCount}`, request.message, 'sending');
     this._turns.push(turn);
-    this.emit();
+    this.emitChanged();
+    const wasActive = isActive(turn);
     try {
       const accepted = await this.api.startTurn(request);
       this.adopt(turn, accepted.turn_id);
@@ -100,7 +110,7 @@ export class ChatModel {
       turn.state = 'failed';
       turn.error = messageOf(error);
     }
-    this.emit();
+    this.turnUpdated(turn, wasActive);
   }
 
   /** Stop works from the moment the message is accepted; earlier clicks are remembered. */
@@ -109,7 +119,7 @@ export class ChatModel {
       return;
     }
     turn.state = 'stopping';
-    this.emit();
+    this.turnUpdated(turn, true);
     if (turn.id.startsWith('local-')) {
       this._stopRequested.add(turn);
       return;
@@ -118,19 +128,19 @@ export class ChatModel {
       await this.api.stopTurn(turn.id);
     } catch (error) {
       turn.error = messageOf(error);
-      this.emit();
+      this.turnUpdated(turn, isActive(turn));
     }
   }
 
   async approve(turn: ITurn, item: IApprovalItem, action: ApprovalAction, code?: string): Promise<void> {
     item.resolved = action;
-    this.emit();
+    this.turnUpdated(turn, isActive(turn));
     try {
       await this.api.approve(turn.id, action, action === 'edit' ? code : undefined);
     } catch (error) {
       item.resolved = null;
       turn.error = messageOf(error);
-      this.emit();
+      this.turnUpdated(turn, isActive(turn));
     }
   }
 
@@ -139,45 +149,26 @@ export class ChatModel {
 
   dispose(): void {
     this._disposed = true;
-    window.clearTimeout(this._reconnectTimer);
-    this._socket?.close();
-    this._socket = null;
+    this._events?.dispose();
+    this._events = null;
     Signal.clearData(this);
   }
 
-  private connect(): void {
-    if (this._disposed) {
-      return;
-    }
-    const socket = this.api.openEvents(this.path, envelope => this.onEnvelope(envelope));
-    socket.onopen = () => {
-      const wasReconnect = this._reconnects > 0;
-      this._reconnects = 0;
-      if (wasReconnect) {
-        void this.refresh();
-      }
-    };
-    socket.onclose = () => this.scheduleReconnect();
-    this._socket = socket;
-  }
-
-  private scheduleReconnect(): void {
-    if (this._disposed) {
-      return;
-    }
-    const delay = RECONNECT_MS[Math.min(this._reconnects, RECONNECT_MS.length - 1)];
-    this._reconnects += 1;
-    this._reconnectTimer = window.setTimeout(() => this.connect(), delay);
-  }
-
+  /** Folds one event into its turn and tells only the views that show what changed. */
   private onEnvelope(envelope: IEventEnvelope): void {
+    const event = envelope.event;
     const turn = this.turnFor(envelope.turn_id);
-    if (envelope.event.kind === 'cell') {
-      this.queueCell(envelope.event, turn);
+    if (event.kind === 'cell') {
+      this.queueCell(event, turn);
       return;
     }
-    applyEvent(turn, envelope.event);
-    this.emit();
+    const wasActive = isActive(turn);
+    applyEvent(turn, event);
+    if (event.kind === 'delta') {
+      this.emit(this._streamed, turn);
+    } else {
+      this.turnUpdated(turn, wasActive);
+    }
   }
 
   /** The turn an event belongs to: known, the one still being sent, or a new one (e.g. the magic's). */
@@ -193,12 +184,15 @@ export class ChatModel {
     }
     const turn = newTurn(turnId, '', 'running');
     this._turns.push(turn);
+    this.emitChanged();
     return turn;
   }
 
+  /** The server's id replaces the local one; the list re-renders now, before the turn shows anything. */
   private adopt(turn: ITurn, turnId: string): void {
     if (turn.id.startsWith('local-')) {
       turn.id = turnId;
+      this.emitChanged();
     }
   }
 
@@ -213,14 +207,26 @@ export class ChatModel {
         .catch(() => false);
       if (!inserted) {
         turn.error = `Could not add a generated cell to ${this.path}: open the notebook to record it.`;
-        this.emit();
+        this.turnUpdated(turn, isActive(turn));
       }
     });
   }
 
-  private emit(): void {
+  /** A turn changed; the list (and the Send/Stop button) only re-renders when it started or ended. */
+  private turnUpdated(turn: ITurn, wasActive: boolean): void {
+    if (isActive(turn) !== wasActive) {
+      this.emitChanged();
+    }
+    this.emit(this._turnChanged, turn);
+  }
+
+  private emitChanged(): void {
+    this.emit(this._changed, undefined);
+  }
+
+  private emit<T>(signal: Signal<this, T>, args: T): void {
     if (!this._disposed) {
-      this._changed.emit();
+      signal.emit(args);
     }
   }
 
@@ -228,17 +234,17 @@ export class ChatModel {
   private _loading = false;
   private _error = '';
   private _localCount = 0;
-  private _socket: WebSocket | null = null;
-  private _reconnects = 0;
-  private _reconnectTimer = 0;
+  private _events: IEventStream | null = null;
   private _disposed = false;
   private _stopRequested = new Set<ITurn>();
   private _cellQueue: Promise<void> = Promise.resolve();
   private _changed = new Signal<this, void>(this);
+  private _turnChanged = new Signal<this, ITurn>(this);
+  private _streamed = new Signal<this, ITurn>(this);
 }
 
 /** What the sidebar shows: the active notebook's chat, the server status, the user's settings. */
-export class SidebarModel {
+export class SidebarModel implements ITaskWeaverSidebar {
   constructor(
     readonly api: TaskWeaverApi,
     readonly host: NotebookHost,
@@ -278,16 +284,6 @@ export class SidebarModel {
   }
   get settings(): IUserSettings {
     return this._settings;
-  }
-  get sendError(): string {
-    return this._sendError;
-  }
-  get input(): string {
-    return this._input;
-  }
-  set input(value: string) {
-    this._input = value;
-    this.emit();
   }
   /** True when the panel should show how to configure an LLM endpoint instead of the chat box. */
   get needsConfiguration(): boolean {
@@ -335,20 +331,18 @@ export class SidebarModel {
     await this.saveSetting('approval', policy).catch(() => undefined);
   }
 
-  async send(): Promise<void> {
-    const message = this._input.trim();
-    if (!message) {
-      return;
+  async send(message: string): Promise<string> {
+    const text = message.trim();
+    if (!text) {
+      return 'The message is empty.';
     }
-    const request = await this.requestFor(message);
-    if (!request) {
-      this.emit();
-      return;
+    const request = await this.requestFor(text);
+    if (typeof request === 'string') {
+      return request;
     }
-    this._input = '';
-    this._sendError = '';
-    const chat = this.chatFor(request.path);
-    await chat.send(request);
+    // The chat shows the turn from here on and reports its own failures: no need to wait for the POST.
+    void this.chatFor(request.path).send(request);
+    return '';
   }
 
   async stop(): Promise<void> {
@@ -364,23 +358,20 @@ export class SidebarModel {
     Signal.clearData(this);
   }
 
-  /** Captures path + kernel id now (never later), or explains what is missing. */
-  private async requestFor(message: string): Promise<ITurnRequest | null> {
+  /** Captures path + kernel id now (never later), or says what is missing. */
+  private async requestFor(message: string): Promise<ITurnRequest | string> {
     if (!this.endpointReady) {
       await this.refreshStatus();
       if (!this.endpointReady) {
-        this._sendError = this._statusError || 'No LLM endpoint is configured yet (see above).';
-        return null;
+        return this._statusError || 'No LLM endpoint is configured yet (see above).';
       }
     }
     const binding = await this.host.currentWithKernel();
     if (!binding) {
-      this._sendError = 'Open a notebook first: TaskWeaver runs code in the notebook\'s own kernel.';
-      return null;
+      return 'Open a notebook first: TaskWeaver runs code in the notebook\'s own kernel.';
     }
     if (!binding.kernelId) {
-      this._sendError = `Start a kernel for ${binding.path} first (Kernel menu > Change Kernel).`;
-      return null;
+      return `Start a kernel for ${binding.path} first (Kernel menu > Change Kernel).`;
     }
     return {
       path: binding.path,
@@ -411,16 +402,15 @@ export class SidebarModel {
     let chat = this._chats.get(path);
     if (!chat) {
       chat = new ChatModel(path, this.api, this.host);
-      chat.changed.connect(this.emit, this);
       this._chats.set(path, chat);
       void chat.start();
+      this.emit();
     }
     return chat;
   }
 
   private onNotebookChanged(): void {
     this._binding = this.host.current();
-    this._sendError = '';
     if (this._binding) {
       this.chatFor(this._binding.path);
     }
@@ -444,8 +434,6 @@ export class SidebarModel {
   private _statusError = '';
   private _binding: INotebookBinding | null = null;
   private _settings: IUserSettings = { ...DEFAULT_SETTINGS };
-  private _sendError = '';
-  private _input = '';
   private _chats = new Map<string, ChatModel>();
   private _changed = new Signal<this, void>(this);
 }

@@ -1,29 +1,27 @@
 import * as React from 'react';
 import type { IRenderMimeRegistry } from '@jupyterlab/rendermime';
-import type { SidebarModel } from '../model';
-import type { ChatItem, ITurn } from '../turns';
-import type { ApprovalAction } from '../types';
-import { Composer } from './composer';
+import { UseSignal } from '@jupyterlab/ui-components';
+import type { ChatModel, SidebarModel } from '../model';
+import type { ComposerModel } from '../viewmodel';
+import { ComposerView } from './composer';
 import { Header } from './header';
 import { TurnView } from './turn';
 
-/** The whole panel; renders SidebarModel and forwards user intents to it. */
-export function ChatPanel(props: { model: SidebarModel; rendermime: IRenderMimeRegistry }): JSX.Element {
+/**
+ * The whole panel, rendered when the sidebar changes (notebook, status, settings). The chat and the
+ * message box listen to their own signals, so a turn's events never re-render the header.
+ */
+export function ChatPanel(props: {
+  model: SidebarModel;
+  composer: ComposerModel;
+  rendermime: IRenderMimeRegistry;
+}): JSX.Element {
   const { model } = props;
   const chat = model.chat;
-  const active = chat?.activeTurn ?? null;
-  const binding = model.binding;
-  const downloadUrl = (artifact: string) =>
-    binding ? model.host.downloadUrl(binding.path, artifact) : Promise.resolve(null);
-  const onApprove = (turn: ITurn) => (item: ChatItem, action: ApprovalAction, code?: string) => {
-    if (item.type === 'approval' && chat) {
-      void chat.approve(turn, item, action, code);
-    }
-  };
   return (
     <div className="jp-TaskWeaver-panel">
       <Header
-        binding={binding}
+        binding={model.binding}
         status={model.status}
         models={model.models}
         approval={model.settings.approval}
@@ -39,34 +37,54 @@ export function ChatPanel(props: { model: SidebarModel; rendermime: IRenderMimeR
         <FirstRunHelp help={model.status?.help ?? ''} ownEndpointAllowed={model.status?.user_base_url !== false} />
       )}
       <div className="jp-TaskWeaver-turns">
-        {chat?.loading && chat.turns.length === 0 && <div className="jp-TaskWeaver-progress">Loading chat…</div>}
-        {chat?.error && <div className="jp-TaskWeaver-error">{chat.error}</div>}
-        {chat?.turns.map(turn => (
-          <TurnView
-            key={turn.id}
-            turn={turn}
+        {chat && (
+          // keyed by path: UseSignal connects once, so another notebook's chat needs a new one
+          <ChatTurns
+            key={chat.path}
+            chat={chat}
+            hintWhenEmpty={model.binding !== null && !model.needsConfiguration}
             rendermime={props.rendermime}
-            downloadUrl={downloadUrl}
-            onApprove={onApprove(turn)}
+            downloadUrl={artifact => model.host.downloadUrl(chat.path, artifact)}
           />
-        ))}
-        {binding && chat && chat.turns.length === 0 && !chat.loading && !model.needsConfiguration && (
-          <div className="jp-TaskWeaver-empty">
-            Ask a question about your data. TaskWeaver plans, writes verified Python and runs it in this
-            notebook's kernel; the code lands in the notebook.
-          </div>
         )}
       </div>
-      {model.sendError && <div className="jp-TaskWeaver-error jp-TaskWeaver-sendError">{model.sendError}</div>}
-      <Composer
-        value={model.input}
-        busy={active !== null}
-        disabled={!binding || model.needsConfiguration}
-        onChange={value => (model.input = value)}
-        onSend={() => void model.send()}
-        onStop={() => void model.stop()}
-      />
+      <ComposerView composer={props.composer} />
     </div>
+  );
+}
+
+/** The chat's turns; re-rendered when turns come or go, start or end. */
+function ChatTurns(props: {
+  chat: ChatModel;
+  hintWhenEmpty: boolean;
+  rendermime: IRenderMimeRegistry;
+  downloadUrl: (artifact: string) => Promise<string | null>;
+}): JSX.Element {
+  const { chat } = props;
+  return (
+    <UseSignal signal={chat.changed}>
+      {() => (
+        <>
+          {chat.loading && chat.turns.length === 0 && <div className="jp-TaskWeaver-progress">Loading chat…</div>}
+          {chat.error && <div className="jp-TaskWeaver-error">{chat.error}</div>}
+          {chat.turns.map(turn => (
+            <TurnView
+              key={turn.id}
+              chat={chat}
+              turn={turn}
+              rendermime={props.rendermime}
+              downloadUrl={props.downloadUrl}
+            />
+          ))}
+          {props.hintWhenEmpty && chat.turns.length === 0 && !chat.loading && (
+            <div className="jp-TaskWeaver-empty">
+              Ask a question about your data. TaskWeaver plans, writes verified Python and runs it in this
+              notebook's kernel; the code lands in the notebook.
+            </div>
+          )}
+        </>
+      )}
+    </UseSignal>
   );
 }
 

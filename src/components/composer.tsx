@@ -1,4 +1,28 @@
 import * as React from 'react';
+import { UseSignal } from '@jupyterlab/ui-components';
+import type { ComposerModel } from '../viewmodel';
+
+/** The message box with the reason the last message was not sent; re-rendered by its own model only. */
+export function ComposerView(props: { composer: ComposerModel }): JSX.Element {
+  const { composer } = props;
+  return (
+    <UseSignal signal={composer.changed}>
+      {() => (
+        <>
+          {composer.error && <div className="jp-TaskWeaver-error jp-TaskWeaver-sendError">{composer.error}</div>}
+          <Composer
+            value={composer.text}
+            busy={composer.busy}
+            disabled={composer.disabled}
+            onChange={value => (composer.text = value)}
+            onSend={() => void composer.send()}
+            onStop={() => void composer.stop()}
+          />
+        </>
+      )}
+    </UseSignal>
+  );
+}
 
 /** The message box with Send, or Stop while a turn is active. */
 export function Composer(props: {

@@ -1,6 +1,8 @@
 import * as React from 'react';
 import type { IRenderMimeRegistry } from '@jupyterlab/rendermime';
-import type { ChatItem, ITurn } from '../turns';
+import { UseSignal } from '@jupyterlab/ui-components';
+import type { ChatModel } from '../model';
+import type { ChatItem, IApprovalItem, ITurn } from '../turns';
 import type { ApprovalAction } from '../types';
 import { ApprovalView } from './approval';
 import { DraftView } from './draft';
@@ -9,26 +11,39 @@ import { MarkdownView } from './mime';
 import { PlanChecklist } from './plan';
 
 export interface ITurnViewProps {
+  chat: ChatModel;
   turn: ITurn;
   rendermime: IRenderMimeRegistry;
   downloadUrl: (artifact: string) => Promise<string | null>;
-  onApprove: (item: ChatItem, action: ApprovalAction, code?: string) => void;
 }
 
-/** One user round: the message, what the agent did, its answer, and a usage footer. */
+type ItemViewProps = ITurnViewProps & {
+  item: ChatItem;
+  onApprove: (item: IApprovalItem, action: ApprovalAction, code?: string) => void;
+};
+
+/** One user round; re-rendered when this turn changes, not when another one does. */
 export function TurnView(props: ITurnViewProps): JSX.Element {
-  const { turn } = props;
+  const { chat, turn } = props;
+  return (
+    <UseSignal signal={chat.turnChanged} shouldUpdate={(_, changed) => changed === turn}>
+      {() => <TurnBody {...props} />}
+    </UseSignal>
+  );
+}
+
+/** The message, what the agent did, its answer, and a usage footer. */
+function TurnBody(props: ITurnViewProps): JSX.Element {
+  const { chat, turn } = props;
+  const onApprove = (item: IApprovalItem, action: ApprovalAction, code?: string) =>
+    void chat.approve(turn, item, action, code);
   return (
     <div className="jp-TaskWeaver-turn" data-state={turn.state} data-turn-id={turn.id}>
       {turn.userText && <div className="jp-TaskWeaver-userMessage">{turn.userText}</div>}
       {turn.items.map((item, i) => (
-        <ItemView key={i} item={item} {...props} />
+        <ItemView key={i} {...props} item={item} onApprove={onApprove} />
       ))}
-      {turn.live && (
-        <pre className="jp-TaskWeaver-live" data-role={turn.live.role}>
-          {turn.live.text}
-        </pre>
-      )}
+      <LiveText chat={chat} turn={turn} />
       {turn.state === 'sending' && <div className="jp-TaskWeaver-progress">Sending…</div>}
       {turn.state === 'stopping' && <div className="jp-TaskWeaver-progress">Stopping…</div>}
       {turn.state === 'stopped' && <div className="jp-TaskWeaver-notice">Stopped.</div>}
@@ -38,7 +53,23 @@ export function TurnView(props: ITurnViewProps): JSX.Element {
   );
 }
 
-function ItemView(props: ITurnViewProps & { item: ChatItem }): JSX.Element {
+/** What the LLM is writing right now; re-rendered per streamed token, alone. */
+function LiveText(props: { chat: ChatModel; turn: ITurn }): JSX.Element {
+  const { chat, turn } = props;
+  return (
+    <UseSignal signal={chat.streamed} shouldUpdate={(_, changed) => changed === turn}>
+      {() =>
+        turn.live && (
+          <pre className="jp-TaskWeaver-live" data-role={turn.live.role}>
+            {turn.live.text}
+          </pre>
+        )
+      }
+    </UseSignal>
+  );
+}
+
+function ItemView(props: ItemViewProps): JSX.Element {
   const { item } = props;
   switch (item.type) {
     case 'plan':
