@@ -60,7 +60,7 @@ class TurnView:
         self.state = f"step {event.get('current_step', 1)}: writing code…"
         self.refresh()
         if self.live_plan:
-            from .notebook import plan_markdown
+            from ..notebook import plan_markdown
 
             text = plan_markdown(_plan_from_json(event))
             if self._plan is None:
