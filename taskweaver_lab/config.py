@@ -56,6 +56,11 @@ class TaskWeaverLab(Configurable):
     execution_timeout = Float(600.0, help="Seconds one generated cell may run before it is interrupted.").tag(config=True)
     summary_chars = Int(1500, help="Bound on the execution summary the LLM sees, in characters.").tag(config=True)
     approval = Enum(["auto", "approve"], "auto", help="Run verified code automatically or ask first.").tag(config=True)
+    data_preview_files = Int(
+        3, help="Data files (CSV/TSV, Excel, Parquet, JSON, SQLite; those the request names first, then others in the "
+                "notebook's folder) whose columns, dtypes and first rows the Code Generator sees before writing code "
+                "(about 1,200 characters in all, whatever the data's size). 0 turns the preview off.",
+    ).tag(config=True)
 
     # --- Plugins and examples ---
     plugin_dirs = List(Unicode(), help="Extra folders of TaskWeaver-format plugins (YAML + .py).").tag(config=True)
@@ -78,6 +83,12 @@ class TaskWeaverLab(Configurable):
     @default("api_key")
     def _default_api_key(self) -> str:
         return os.environ.get("OPENAI_API_KEY", "")
+
+    @validate("data_preview_files")
+    def _not_negative(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TaskWeaverLabError(f"TaskWeaverLab.data_preview_files must be 0 (off) or more, got {proposal['value']}.")
+        return proposal["value"]
 
     @validate("max_attempts", "max_llm_calls_per_round")
     def _positive(self, proposal: Any) -> int:

@@ -134,22 +134,45 @@ def _cut(text, limit):
     return text if len(text) <= limit else text[:limit] + " ...[%d more chars]" % (len(text) - limit)
 
 
+_FUNCTIONS = (type(len), type(_cut), type(_cut.__get__(0)), type)  # builtins, functions, methods, classes
+
+
+def _exact(value, module, name):
+    """True when ``value``'s type is exactly ``module.name`` (pandas, numpy), checked on the type alone:
+    nothing the agent defined (a __getattr__, a property) runs, and the library is never imported here."""
+    lib = sys.modules.get(module)
+    return lib is not None and type(value) is getattr(lib, name, None)
+
+
+def _column_label(name):
+    """A column label as code must write it: bare when it is an identifier, else its repr (one line, cut)."""
+    if type(name) is str and name.isidentifier():
+        return _cut(name, 40)
+    return _cut(repr(name), 40) if type(name) in (str, int, float, tuple) else type(name).__name__
+
+
+def _frame_columns(frame, limit=20):
+    """'name: dtype, ...' of a DataFrame's first ``limit`` columns (the Code Generator copies these names)."""
+    head = frame.iloc[:0, :limit]  # an empty slice: dtypes of the shown columns only, whatever the width
+    cols = ", ".join("%s: %s" % (_column_label(c), t) for c, t in head.dtypes.items())
+    more = " +%d more columns" % (frame.shape[1] - limit) if frame.shape[1] > limit else ""
+    return _cut(cols, 600) + more
+
+
 def describe(value, limit=160):
     """One line per value; for containers shape and types, never the data."""
     kind = type(value).__name__
-    if hasattr(value, "dtypes") and hasattr(value, "shape") and hasattr(value, "columns"):
-        cols = ", ".join("%s: %s" % (c, t) for c, t in list(value.dtypes.items())[:20])
-        more = " +%d more columns" % (len(value.columns) - 20) if len(value.columns) > 20 else ""
-        return "%s %dx%d [%s%s]" % (kind, value.shape[0], value.shape[1], _cut(cols, 600), more)
-    if hasattr(value, "dtype") and hasattr(value, "shape"):
+    if _exact(value, "pandas", "DataFrame"):
+        return "%s %dx%d [%s]" % (kind, value.shape[0], value.shape[1], _frame_columns(value))
+    if _exact(value, "pandas", "Series") or _exact(value, "numpy", "ndarray"):
         name = getattr(value, "name", None)
         return "%s shape=%s dtype=%s%s" % (kind, tuple(value.shape), value.dtype, " name=%r" % name if name is not None else "")
-    if isinstance(value, (list, tuple, dict, set, frozenset)):
+    if type(value) in (list, tuple, dict, set, frozenset):
         return "%s len=%d" % (kind, len(value))
-    if isinstance(value, (int, float, complex, bool, str, bytes)) or value is None:
+    if type(value) in (int, float, complex, bool, str, bytes) or value is None:
         return _cut(repr(value), limit)
-    if callable(value):
-        return "%s %s()" % (kind, getattr(value, "__name__", ""))
+    if type(value) in _FUNCTIONS:  # other callables could answer __name__ with agent code
+        return "%s %s()" % (kind, value.__name__)
     return kind
 
 
@@ -157,7 +180,7 @@ def _result_text(value, limit):
     if value is None:
         return ""
     head = describe(value)
-    if hasattr(value, "head") and hasattr(value, "shape"):
+    if _exact(value, "pandas", "DataFrame") or _exact(value, "pandas", "Series"):
         try:
             return head + "\n" + _cut(value.head(5).to_string(max_cols=12, max_colwidth=40), limit)
         except Exception:
