@@ -44,8 +44,8 @@ module.exports = {
     }
   },
   projects: [
-    { name: 'rtc', testMatch: /turn\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
-    { name: 'no-rtc', testMatch: /(turn|approval)\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
+    { name: 'rtc', testMatch: /(turn|magic)\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
+    { name: 'no-rtc', testMatch: /(turn|approval|magic)\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
     { name: 'unconfigured', testMatch: /first-run\.spec\.ts/, use: { baseURL: 'http://localhost:8890' } }
   ],
   webServer: [
