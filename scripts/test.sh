@@ -22,6 +22,11 @@ run_pytest() {
   return "$rc"
 }
 
+run_js_tests() {
+  step "front-end unit tests (jlpm test: tsc + node --test over lib/tests)"
+  jlpm test
+}
+
 run_ui_tests() {
   [ "${SKIP_UI_TESTS:-0}" = "1" ] && { echo "UI tests skipped (SKIP_UI_TESTS=1)"; return 0; }
   ensure_chromium
@@ -34,5 +39,6 @@ run_ui_tests() {
 install_extension "[test]"
 status=0
 run_pytest || status=$?
+run_js_tests || status=$?
 run_ui_tests || status=$?
 exit "$status"

@@ -116,7 +116,7 @@ class Agent:
             if execution.ok or execution.interrupted:
                 return None
             feedback.append((draft, execution.summary))
-        ctx.emit(Notice("warning", f"Step {plan.current_step} failed after {self.config.max_attempts} attempts."))
+        ctx.emit(Notice("warning", f"Step {plan.current_step}: gave up after {self.config.max_attempts} attempts."))
         if execution is None:  # nothing ran: tell the Planner why, honestly (no result to pass on)
             last_draft, reason = feedback[-1]
             why = "the Code Generator only replied in text, without code" if reason == TEXT_REPLY else reason

@@ -70,14 +70,16 @@ def parse_draft(text: str, attempt: int = 1, step: int = 1, round_number: int = 
 
 
 class CodeGenerator:
-    def __init__(self, llm: LLM, plugins_text: Callable[[str], str], examples: Callable[[str], Sequence[Any]]) -> None:
-        # Plugins and examples are chosen per request (only the relevant ones reach the prompt).
-        self.llm, self.plugins_text, self.examples = llm, plugins_text, examples
+    def __init__(self, llm: LLM, plugins_text: Callable[[str], str], examples: Callable[[str], Sequence[Any]],
+                 look: Callable[[str], str] = lambda query: "") -> None:
+        # Plugins, examples and the data preview are chosen per request (only the relevant ones reach the prompt).
+        self.llm, self.plugins_text, self.examples, self.look = llm, plugins_text, examples, look
 
     def write(self, task: Plan, request: str, variables: str, feedback: Sequence[tuple[Draft, str]],
               attempt: int, ctx: CallContext) -> Draft:
         query = f"{request}\n{task.message}"
-        messages = code_messages(task, request, variables, self.plugins_text(query), feedback, self.examples(query))
+        messages = code_messages(task, request, variables, self.plugins_text(query), feedback, self.examples(query),
+                                 self.look(query))
         return ask_parsed(self.llm, "code_generator", messages,
                           lambda text: parse_draft(text, attempt, task.current_step, task.round),
                           "one short sentence and one complete ```python block", ctx)

@@ -464,12 +464,17 @@ def render(tables: Sequence[Table], budget: int = BUDGET_CHARS) -> str:
 class DataLook:
     """``look(query) -> preview text`` for one workspace; a file is read again only when it changes."""
 
-    def __init__(self, workspace: str | os.PathLike[str], max_files: int = 3, budget: int = BUDGET_CHARS) -> None:
+    def __init__(self, workspace: str | os.PathLike[str], max_files: int = 3, budget: int = BUDGET_CHARS,
+                 exclude: Sequence[str] = ()) -> None:
         self.root, self.max_files, self.budget = Path(workspace).resolve(), max_files, budget
+        # our own files that happen to look like data (the LLM cassette): never part of the prompt
+        self.exclude = {(self.root / p).resolve() for p in exclude if p}
         self._cache: dict[tuple[str, int, int], list[Table]] = {}
 
     def __call__(self, query: str) -> str:
-        paths, named = choose_files(self.root, query, self.max_files)
+        paths, named = choose_files(self.root, query, self.max_files + len(self.exclude))
+        named = sum(1 for p in paths[:named] if p.resolve() not in self.exclude)
+        paths = [p for p in paths if p.resolve() not in self.exclude][:self.max_files]
         full = max(named, 1 if len(paths) == 1 else 0)  # sample rows: the files named, or the folder's only one;
         tables = [table if index < full else replace(table, rows=())  # others show their columns only (tokens)
                   for index, path in enumerate(paths) for table in self._tables(path)]

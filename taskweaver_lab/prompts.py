@@ -91,11 +91,18 @@ def _round_messages(steps: Sequence[Step], compact: bool) -> Messages:
 
 
 def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
-                  feedback: Sequence[tuple[Draft, str]] = (), examples: Sequence[Any] = ()) -> Messages:
-    """Messages for one Code Generator attempt; ``feedback`` holds earlier drafts and what went wrong."""
+                  feedback: Sequence[tuple[Draft, str]] = (), examples: Sequence[Any] = (),
+                  data_preview: str = "") -> Messages:
+    """Messages for one Code Generator attempt; ``feedback`` holds earlier drafts and what went wrong.
+
+    ``data_preview`` (preview.py: the columns of the data files, already a <data> block) goes right before the
+    request: after the static system prompt, so the cacheable prefix does not change with the files."""
     messages = _system_messages("code_generator", "These functions are already defined in the kernel "
                                 "(call them, never import them):", plugins_text, examples)
-    context = f"Kernel variables: {variables or 'none yet'}\nUser request: {request}\nTask: {task.message}"
+    # Variable descriptions carry column names read from files: data, like the preview.
+    kernel = f"Kernel variables:\n{data_block(variables)}" if variables else "Kernel variables: none yet"
+    preview = f"{data_preview}\n" if data_preview else ""
+    context = f"{kernel}\n{preview}User request: {request}\nTask: {task.message}"
     messages.append({"role": "user", "content": context})
     for draft, problem in feedback:
         if draft.reply_type == "text":  # no code to correct: the problem is our own instruction, not data

@@ -20,11 +20,12 @@ from .agent import Agent, Decision, RoundContext
 from .codegen import CodeGenerator
 from .config import TaskWeaverLab, make_config
 from .examples import Example, example_to_yaml, load_examples, select_examples
-from .kernel import Executor, start_kernel
+from .kernel import Executor, printed_result, start_kernel
 from .llm import LLM, Cancelled, UserChoices
 from .notebook import FileRecorder, Recorder, cell_for, read_notebook, steps_from_notebook
 from .planner import Planner
 from .plugins import PluginSpec, load_plugins, select_plugins
+from .preview import DataLook
 from .prompts import split_rounds
 from .secrets import redact, scrubbed_env
 from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
@@ -126,7 +127,8 @@ class Session:
         self.usage = Usage()
         self.llm = LLM(self.config)
         planner = Planner(self.llm, app.capabilities, app.examples_for("planner"))
-        coder = CodeGenerator(self.llm, app.plugins_text, app.examples_for("code_generator"))
+        coder = CodeGenerator(self.llm, app.plugins_text, app.examples_for("code_generator"),
+                              DataLook(workspace, self.config.data_preview_files, exclude=[self.config.llm_cassette]))
         self.agent = Agent(planner, coder, executor, self.config)
         self._cancel = threading.Event()  # the running round's Stop flag (each round brings or gets its own)
         self._lock = threading.Lock()
@@ -221,6 +223,10 @@ class Session:
     def _fail(self, ctx: RoundContext, user: UserMessage, text: str) -> Answer:
         if user not in self.history:  # failed before the round started
             ctx.add(user)
+        computed = next((s for s in reversed(self.history) if isinstance(s, Execution) and s.ok and s.code
+                         and s.round == user.round), None)
+        if computed is not None:  # what the round did compute is still worth having (and it is grounded)
+            text += f"\n\nWhat was computed before that (step {computed.step}):\n\n{printed_result(computed)}"
         answer = Answer(text, stop="TaskFailure", round=user.round)
         ctx.add(answer)
         return answer

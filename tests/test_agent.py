@@ -137,6 +137,8 @@ def test_llm_call_cap_stops_the_round_with_a_message(llm_server, workspace: Path
     with TaskWeaverApp(config=agent_config(llm_server, max_llm_calls_per_round=3)).create_session(notebook=workspace / "c.ipynb") as session:
         answer = session.chat("loop forever")
     assert len(llm_server.requests) == 3 and "max_llm_calls_per_round" in answer.text
+    # the capped round still ends with what it computed, in plain words
+    assert answer.text.endswith("What was computed before that (step 1):\n\n1")
 
 
 def test_dead_endpoint_is_a_clear_message_and_keeps_the_record(workspace: Path) -> None:

@@ -47,7 +47,7 @@ def test_the_whole_corpus_is_stopped_through_the_loop(session: Session, llm: Scr
     control = run_round(session, llm, "control", "Count the rows of `sales`.", ["n_rows = len(sales)\nprint(n_rows)"])
     assert [v.ok for v in control.verdicts] == [True] and control.executions[0].ok, control.events
     assert "400" in control.executions[0].summary
-    assert {"sales", "sensors", "customers"} <= session.executor.user_names
+    assert {"sales", "sensors", "customers"} <= session.executor.state.user_names
 
     rounds: list[Round] = []
     corpus = [(c, canaries.fill(code)) for c, code, _ in ATTACKS] + list(NAMESPACE_ATTACKS)
@@ -56,7 +56,7 @@ def test_the_whole_corpus_is_stopped_through_the_loop(session: Session, llm: Scr
             # A successful agent cell first: after a FAILED agent cell the kernel reports no user names
             # (ipykernel skips user_expressions on error), see test_namespace_rule_after_a_failed_cell.
             refresh = run_round(session, llm, "refresh", "Count the rows of `sensors`.", ["n_sensor_rows = len(sensors)"])
-            assert refresh.executions[0].ok and "sales" in session.executor.user_names
+            assert refresh.executions[0].ok and "sales" in session.executor.state.user_names
         rounds.append(run_round(session, llm, f"#{number} {category}", f"Please do step {number} ({category}).", [code]))
     elapsed = time.monotonic() - started
 
@@ -106,7 +106,7 @@ def test_namespace_rule_after_a_failed_cell(session: Session, llm: ScriptedLLMSe
     user = session.executor.execute("user_budget = {'q1': 100}", agent=False)
     assert user.ok
     ok = run_round(session, llm, "ok", "Show the budget.", ["print(user_budget)"])
-    assert "user_budget" in session.executor.user_names, ok.events
+    assert "user_budget" in session.executor.state.user_names, ok.events
     failed = run_round(session, llm, "fails", "Divide.", ["ratio = 1 / 0"])
     assert not failed.executions[0].ok
     clobber = run_round(session, llm, "clobber", "Reset the budget.", ["user_budget = None"])
