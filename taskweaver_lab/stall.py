@@ -15,25 +15,43 @@ _DONE = ('Answer the User with the results you have (send_to "User", stop "Compl
          'something is still missing')
 
 
-def problem(plan: Plan, history: Sequence[Step]) -> str:
-    """Why ``plan`` would go round in circles (quoted back to the Planner), or ""."""
-    if plan.send_to != "CodeInterpreter":
-        return ""
+def _last(history: Sequence[Step], kind: type) -> Step | None:
+    return next((s for s in reversed(history) if isinstance(s, kind)), None)
+
+
+def _repeats(plan: Plan, history: Sequence[Step], ok: bool) -> bool:
+    """Does ``plan`` send again the message whose run just ended (``ok``: successfully / in failure)?"""
+    previous, last_run = _last(history, Plan), _last(history, Execution)
+    return (isinstance(previous, Plan) and isinstance(last_run, Execution) and last_run.ok == ok
+            and last_run.round == previous.round == plan.round and previous.message == plan.message
+            and (not ok or previous.current_step == plan.current_step))
+
+
+def _all_done(plan: Plan, history: Sequence[Step]) -> str:
+    """Every step is done, yet the Planner sends more work: why, or ""."""
     if plan.current_step > len(plan.plan):
         return (f'"current_plan_step" {plan.current_step} is past the end of your {len(plan.plan)}-step plan, '
                 f'so every step is done. {_DONE}')
-    previous = next((s for s in reversed(history) if isinstance(s, Plan)), None)
-    last_run = next((s for s in reversed(history) if isinstance(s, Execution)), None)
-    if (previous is not None and last_run is not None and last_run.ok and last_run.round == plan.round
-            and previous.round == plan.round and (previous.current_step, previous.message) == (plan.current_step, plan.message)):
+    if _repeats(plan, history, ok=True):
         return (f'step {plan.current_step} already ran successfully with this very message (its report is above). '
                 f'Go on with step {plan.current_step + 1}, or if this was the last step: {_DONE}')
     return ""
 
 
+def problem(plan: Plan, history: Sequence[Step]) -> str:
+    """Why ``plan`` would go round in circles (quoted back to the Planner), or ""."""
+    if plan.send_to != "CodeInterpreter":
+        return ""
+    if _repeats(plan, history, ok=False):
+        return ('this very instruction just failed (its report is above) and would fail again. Re-plan with a '
+                'different approach (other columns, another method, a smaller step), ask the User, or report '
+                'the failure (send_to "User", stop "TaskFailure")')
+    return _all_done(plan, history)
+
+
 def finished(plan: Plan, history: Sequence[Step]) -> Execution | None:
-    """The round's last successful execution when ``plan`` still stalls (after the re-ask), else None."""
-    if not problem(plan, history):
+    """The round's last successful execution when ``plan`` still asks for finished work (after the re-ask)."""
+    if plan.send_to != "CodeInterpreter" or not _all_done(plan, history):
         return None
     return next((s for s in reversed(history) if isinstance(s, Execution) and s.ok and s.code
                  and s.round == plan.round), None)

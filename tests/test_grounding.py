@@ -143,3 +143,16 @@ def test_conventional_imports_are_added_so_a_fresh_kernel_does_not_fail(llm_serv
         run = next(s for s in session.history if isinstance(s, Execution))
     assert run.ok and run.code.startswith("import pandas as pd\n")
     assert answer.sources and answer.sources[0].figure == "96"
+
+
+def test_a_re_plan_that_repeats_the_failed_step_is_re_asked(llm_server, workspace: Path) -> None:
+    failing = plan_reply("Print the total of the 'amount' column of sales.csv.")
+    llm_server.add("planner", failing, failing,
+                   plan_reply("sales.csv has no 'amount' column.", send_to="User", stop="TaskFailure"))
+    llm_server.add("coder", code_reply("import pandas as pd\nprint(pd.read_csv('sales.csv')['amount'].sum())"))
+    app = TaskWeaverApp(config=agent_config(llm_server, max_attempts=1))
+    with app.create_session(notebook=workspace / "replan.ipynb") as session:
+        answer = session.chat("total amount")
+    assert [r["model"] for r in llm_server.requests] == ["planner", "coder", "planner", "planner"]
+    assert "just failed" in llm_server.requests[-1]["messages"][-1]["content"]
+    assert answer.stop == "TaskFailure" and "amount" in answer.text
