@@ -15,8 +15,9 @@ import posixpath
 import re
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
+from .namespace_rule import namespace_violations
 from .steps import Verdict, Violation
 
 DEFAULT_ALLOWED_MODULES: tuple[str, ...] = (
@@ -143,7 +144,7 @@ def _verify(code: str, policy: Policy, attempt: int) -> Verdict:
     violations += checker.violations
     if policy.plugin_only:
         violations += _plugin_only_violations(tree, policy)
-    violations += _namespace_violations(tree, policy.user_names)
+    violations += namespace_violations(tree, policy.user_names)
     violations = _dedupe(violations)
     return Verdict(ok=not violations, violations=tuple(violations), checked_source=source, attempt=attempt)
 
@@ -442,52 +443,3 @@ def _plugin_value(node: ast.AST, plugins: frozenset[str], top: bool = True) -> b
     if top and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in plugins:
         return all(_plugin_value(a, plugins, False) for a in [*node.args, *(k.value for k in node.keywords)])
     return False
-
-
-# --- namespace guard -------------------------------------------------------------------------
-def _namespace_violations(tree: ast.Module, user_names: frozenset[str]) -> list[Violation]:
-    if not user_names:
-        return []
-    return [
-        Violation("namespace", line, f"`{name}` is a variable the user created; {verb} it would "
-                                     f"{'delete' if verb == 'deleting' else 'overwrite'} the user's data. "
-                                     f"Choose a new variable name (e.g. `{name}_2`).")
-        for name, line, verb in _module_bindings(tree)
-        if name in user_names
-    ]
-
-
-def _module_bindings(tree: ast.Module) -> Iterator[tuple[str, int, str]]:
-    """(name, line, 'rebinding'|'deleting') for every module-level binding, incl. ``global`` in functions."""
-    for node in _module_scope_nodes(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            yield node.id, node.lineno, "deleting" if isinstance(node.ctx, ast.Del) else "rebinding"
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if alias.name != "*":
-                    yield (alias.asname or alias.name.split(".")[0]), node.lineno, "rebinding"
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            yield node.name, node.lineno, "rebinding"
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            yield node.name, node.lineno, "rebinding"
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
-            yield node.name, node.lineno, "rebinding"
-        elif isinstance(node, ast.Global):
-            yield from ((name, node.lineno, "rebinding") for name in node.names)
-
-
-def _module_scope_nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    """Nodes whose bindings land in the module namespace (function bodies only via ``global``)."""
-    stack: list[ast.AST] = list(ast.iter_child_nodes(tree))
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            # decorators/defaults evaluate at module scope; bodies do not (except `global` and walrus-free)
-            stack.extend(getattr(node, "decorator_list", []))
-            stack.extend(n for n in ast.walk(node) if isinstance(n, ast.Global))
-            continue
-        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            stack.extend(n.target for n in ast.walk(node) if isinstance(n, ast.NamedExpr))
-            continue
-        stack.extend(ast.iter_child_nodes(node))

@@ -120,6 +120,18 @@ def test_namespace_guard_only_protects_user_names() -> None:
     assert not verify("[df := 1]", policy).ok
 
 
+def test_namespace_guard_refuses_in_place_changes_of_user_data() -> None:
+    policy = Policy(workspace=WS, user_names=frozenset({"df"}))
+    for code in ("df['total'] = df['a'] + 1", "df.loc[0, 'a'] = 2", "df.attrs['x'] = 1", "del df['a']",
+                 "df['a'] += 1", "df.dropna(inplace=True)", "df.a.fillna(0, inplace=True)"):
+        verdict = verify(code, policy)
+        assert [v.rule for v in verdict.violations] == ["namespace"], code
+        assert "work on a copy" in verdict.feedback().lower(), code
+    for code in ("d2 = df.copy()\nd2['total'] = 1", "df.dropna(inplace=False)", "print(df['a'].sum())",
+                 "other = {}\nother['k'] = df['a'].sum()"):
+        assert verify(code, policy).ok, code
+
+
 def test_blocked_functions_from_config() -> None:
     policy = Policy(blocked_functions=("to_excel",))
     assert "blocked_function" in rules("df.to_excel('x.xlsx')", policy)
