@@ -84,7 +84,9 @@ class Agent:
             text = plan.message
         if plan.is_question:
             return Answer(text, True, plan.stop, plan.round)
-        # Every figure traced to the cell that printed it; what none printed is marked for the reader.
+        # The format the user asked for, from what the code printed; every figure traced to the cell that
+        # printed it; what none printed is marked for the reader.
+        text = grounding.complete_format(text, history, plan.round)
         found = grounding.check(text, history, plan.round)
         return Answer(grounding.mark(text, found.ungrounded), False, "Completed" if finished else plan.stop,
                       plan.round, found.sources, found.ungrounded)

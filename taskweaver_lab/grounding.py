@@ -120,3 +120,41 @@ def mark(text: str, ungrounded: Sequence[str]) -> str:
     for figure in ungrounded:
         text = re.sub(rf"(?<![\w.]){re.escape(figure)}(?![\w])", f"{figure} (not computed)", text, count=1)
     return text
+
+
+# --- the output format the user asked for -------------------------------------------------------------
+# "@name[value]" fields (a common machine-readable answer format, e.g. benchmark and report templates).
+_FIELD = re.compile(r"@([A-Za-z_]\w*)\[")
+_PRINTED_FIELD = re.compile(r"@([A-Za-z_]\w*)\[([^\]\n]*)\]")
+
+
+def requested_fields(history: Sequence[Step], round_number: int) -> list[str]:
+    """The ``@name[...]`` fields the user's message of this round asks for, in order."""
+    text = " ".join(s.text for s in history if isinstance(s, UserMessage) and s.round == round_number)
+    return list(dict.fromkeys(_FIELD.findall(text)))
+
+
+def missing_fields(text: str, history: Sequence[Step], round_number: int) -> list[str]:
+    present = set(_FIELD.findall(text))
+    return [name for name in requested_fields(history, round_number) if name not in present]
+
+
+def format_problem(text: str, history: Sequence[Step], round_number: int) -> str:
+    """The corrective re-ask for an answer that drops the format the user asked for, or ""."""
+    missing = missing_fields(text, history, round_number)
+    if not missing:
+        return ""
+    wanted = ", ".join(f"@{name}[value]" for name in missing)
+    return (f"The User asked for the results in the format {wanted}. Give every result in exactly that form, "
+            "with the values copied from the execution reports.")
+
+
+def complete_format(text: str, history: Sequence[Step], round_number: int) -> str:
+    """``text`` plus the requested ``@name[value]`` fields it lacks that the round's code printed (grounded by
+    construction); fields nobody printed stay missing rather than invented."""
+    printed: dict[str, str] = {}
+    for step in history:
+        if isinstance(step, Execution) and step.ok and step.code and step.round == round_number:
+            printed.update(_PRINTED_FIELD.findall(output_text(step)))
+    extra = [f"@{name}[{printed[name]}]" for name in missing_fields(text, history, round_number) if name in printed]
+    return text + ("\n\n" + "\n".join(extra) if extra else "")

@@ -100,7 +100,10 @@ class Planner:
 
 
 def _ungrounded(plan: Plan, history: Sequence[Step]) -> str:
-    """A final answer stating figures no code of the round printed gets one re-ask (grounding.py)."""
+    """A final answer stating figures no code of the round printed, or dropping the output format the user
+    asked for, gets one re-ask (grounding.py)."""
     if plan.send_to != "User" or plan.is_question:
         return ""
-    return grounding.problem(plan.message, history, plan.round)
+    problems = (grounding.problem(plan.message, history, plan.round),
+                grounding.format_problem(plan.message, history, plan.round))
+    return " ".join(p for p in problems if p)

@@ -102,7 +102,9 @@ def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
     # Variable descriptions carry column names read from files: data, like the preview.
     kernel = f"Kernel variables:\n{data_block(variables)}" if variables else "Kernel variables: none yet"
     preview = f"{data_preview}\n" if data_preview else ""
-    context = f"{kernel}\n{preview}User request: {request}\nTask: {task.message}"
+    # The task last, then what to reply: small models otherwise answer the request in prose.
+    context = (f"{kernel}\n{preview}User request (context): {request}\nTask for your code: {task.message}\n"
+               "Reply with one short sentence and one ```python block that computes the task and prints the results.")
     messages.append({"role": "user", "content": context})
     for draft, problem in feedback:
         if draft.reply_type == "text":  # no code to correct: the problem is our own instruction, not data

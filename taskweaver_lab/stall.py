@@ -24,7 +24,7 @@ def _repeats(plan: Plan, history: Sequence[Step], ok: bool) -> bool:
     previous, last_run = _last(history, Plan), _last(history, Execution)
     return (isinstance(previous, Plan) and isinstance(last_run, Execution) and last_run.ok == ok
             and last_run.round == previous.round == plan.round and previous.message == plan.message
-            and (not ok or previous.current_step == plan.current_step))
+            )  # the step number may differ: small models renumber the same work
 
 
 def _all_done(plan: Plan, history: Sequence[Step]) -> str:
@@ -33,8 +33,8 @@ def _all_done(plan: Plan, history: Sequence[Step]) -> str:
         return (f'"current_plan_step" {plan.current_step} is past the end of your {len(plan.plan)}-step plan, '
                 f'so every step is done. {_DONE}')
     if _repeats(plan, history, ok=True):
-        return (f'step {plan.current_step} already ran successfully with this very message (its report is above). '
-                f'Go on with step {plan.current_step + 1}, or if this was the last step: {_DONE}')
+        return ('this very instruction already ran successfully (its report is above). Go on with the next '
+                f'step, or if that was the last one: {_DONE}')
     return ""
 
 

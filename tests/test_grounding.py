@@ -156,3 +156,23 @@ def test_a_re_plan_that_repeats_the_failed_step_is_re_asked(llm_server, workspac
     assert [r["model"] for r in llm_server.requests] == ["planner", "coder", "planner", "planner"]
     assert "just failed" in llm_server.requests[-1]["messages"][-1]["content"]
     assert answer.stop == "TaskFailure" and "amount" in answer.text
+
+
+def test_the_requested_output_format_is_re_asked_then_completed_from_printed_fields(llm_server, workspace: Path) -> None:
+    request = "What is the total of units in sales.csv? Format: @total_units[value]"
+    llm_server.add("planner", plan_reply("Print the total of the 'units' column of sales.csv as @total_units[value]."))
+    llm_server.add("coder", code_reply("import pandas as pd\nprint(f\"@total_units[{pd.read_csv('sales.csv')['units'].sum()}]\")"))
+    prose = plan_reply("The total is 16250.", send_to="User", stop="Completed")
+    llm_server.add("planner", prose, prose)  # the format is dropped, even after the re-ask
+    app = TaskWeaverApp(config=agent_config(llm_server))
+    with app.create_session(notebook=workspace / "format.ipynb") as session:
+        answer = session.chat(request)
+    assert "@total_units[value]" in llm_server.requests[-1]["messages"][-1]["content"]
+    assert answer.text == "The total is 16250.\n\n@total_units[16250]" and not answer.ungrounded
+
+
+def test_a_requested_field_nobody_printed_is_never_invented() -> None:
+    history = [UserMessage("Format: @mean[value] @median[value]", 1), _printed("@mean[12.5]\n")]
+    assert grounding.missing_fields("The mean is 12.5.", history, 1) == ["mean", "median"]
+    assert grounding.complete_format("The mean is 12.5.", history, 1) == "The mean is 12.5.\n\n@mean[12.5]"
+    assert "@median[value]" in grounding.format_problem("The mean is 12.5.", history, 1)
