@@ -13,6 +13,14 @@ from .steps import Draft, Plan
 _CODE_BLOCK = re.compile(r"```[ \t]*(python|py|ipython|python3)?[ \t]*\n(.*?)(```|\Z)", re.S | re.I)
 
 
+CODE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"thought": {"type": "string"}, "reply_type": {"type": "string", "enum": ["python"]},
+                   "reply_content": {"type": "string", "minLength": 1}},
+    "required": ["thought", "reply_type", "reply_content"],
+}
+
+
 def _looks_like_json_reply(text: str) -> bool:
     return bool(re.match(r"^(```(json)?\s*)?\{", text.strip(), re.I)) and "reply_content" in text
 
@@ -80,6 +88,9 @@ class CodeGenerator:
         query = f"{request}\n{task.message}"
         messages = code_messages(task, request, variables, self.plugins_text(query), feedback, self.examples(query),
                                  self.look(query))
+        # After a reply without code, constrain the next one to TaskWeaver's JSON form with python content
+        # (where the endpoint supports json_schema): small models otherwise repeat their prose.
+        forced = bool(feedback) and feedback[-1][0].reply_type == "text"
         return ask_parsed(self.llm, "code_generator", messages,
                           lambda text: parse_draft(text, attempt, task.current_step, task.round),
-                          "one short sentence and one complete ```python block", ctx)
+                          "one short sentence and one complete ```python block", ctx, CODE_SCHEMA if forced else None)

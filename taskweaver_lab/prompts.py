@@ -107,9 +107,8 @@ def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
                "Reply with one short sentence and one ```python block that computes the task and prints the results.")
     messages.append({"role": "user", "content": context})
     for draft, problem in feedback:
-        if draft.reply_type == "text":  # no code to correct: the problem is our own instruction, not data
-            messages.append({"role": "assistant", "content": draft.thought})
-            messages.append({"role": "user", "content": problem})
+        if draft.reply_type == "text":  # no code to correct: our own instruction. The prose itself is left out:
+            messages.append({"role": "user", "content": problem})  # shown it, small models repeat it verbatim
             continue
         messages.append({"role": "assistant", "content": f"```python\n{draft.code}\n```"})
         messages.append({"role": "user", "content": f"That code did not work:\n{data_block(problem)}\n"

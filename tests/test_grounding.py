@@ -68,8 +68,12 @@ def test_a_text_reply_is_sent_back_for_code_and_never_passed_on_as_a_result(llm_
     app = TaskWeaverApp(config=agent_config(llm_server))
     with app.create_session(notebook=workspace / "text.ipynb") as session:
         answer = session.chat("total units")
-    second_coder_prompt = [r for r in llm_server.requests if r["model"] == "coder"][1]["messages"]
+    first, second = [r for r in llm_server.requests if r["model"] == "coder"]
+    assert "response_format" not in first  # Markdown first; after prose, JSON constrained to python content
+    assert second["response_format"]["json_schema"]["schema"]["properties"]["reply_type"]["enum"] == ["python"]
+    second_coder_prompt = second["messages"]
     assert second_coder_prompt[-1]["content"] == TEXT_REPLY
+    assert "99999" not in json.dumps(second_coder_prompt)  # the prose is not shown again (small models copy it)
     assert answer.text == "The total is 16250." and not answer.ungrounded
     assert [s.figure for s in answer.sources] == ["16250"] and answer.sources[0].origin == "cell"
     assert "99999" not in json.dumps([r["messages"] for r in llm_server.requests if r["model"] == "planner"])
