@@ -55,6 +55,7 @@ class Executor(Protocol):
 
     state: KernelState
     workspace: str
+    redact: Callable[[str], str]   # keys and tokens out of every output the session sees
 
     def setup(self, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
         """The kernel helper, the guard and the plugins, once per kernel (each piece is idempotent)."""
