@@ -197,5 +197,5 @@ def test_the_code_generator_sees_the_columns_through_the_real_loop(llm_server, w
         session.chat("total revenue per region of the sales data")
     first, second = (json.dumps(r["messages"]) for r in llm_server.calls("coder"))
     assert "- sales.csv (96 rows), columns: month (str), region (str), units (int64), unit_price (float64)" in first
-    assert first.index("Data files in the working folder") < first.index("User request:")
+    assert first.index("Data files in the working folder") < first.index("User request (context):")
     assert "sales: DataFrame 96x5 [month: str, region: str, units: int64" in second  # the kernel's own report
