@@ -43,6 +43,8 @@ class RoundOptions:
     cancel: threading.Event | None = None  # the round's Stop flag, when the caller holds it (the server's turn)
     plugins_only: bool = False             # the verifier allows plugin calls only (the sidebar's switch)
     subshell: bool = False                 # agent code on the kernel's subshell (a waiting %%taskweaver cell)
+
+
 KERNEL_REPLACED = ("The kernel was restarted (or replaced) since the last round: every variable, import and loaded "
                    "data from earlier rounds is gone. Re-create whatever this round needs.")
 

@@ -16,8 +16,8 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 
 from ..config import NO_ENDPOINT_HELP, SERVER_URL_ENV, TaskWeaverLab
-from .sandbox_kernelspec import SandboxKernels, ServerSandbox
 from ..secrets import scrubbed_env
+from .sandbox_kernelspec import SandboxKernels, ServerSandbox
 
 
 

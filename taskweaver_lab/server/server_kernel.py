@@ -16,8 +16,8 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_core.utils import ensure_async
 
-from ..kernel_side import kernel_helper
 from ..kernel import KernelExecutor
+from ..kernel_side import kernel_helper
 from ..steps import Execution, TaskWeaverLabError
 
 log = logging.getLogger("taskweaver_lab.kernel")

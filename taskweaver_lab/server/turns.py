@@ -28,11 +28,11 @@ from ..agent import Decision
 from ..config import NO_ENDPOINT_HELP, SETTINGS_HINT
 from ..llm import UserChoices
 from ..notebook import Cell, Recorder, read_notebook, steps_from_notebook
-from .rtc import AnchoredFileRecorder, RTCRecorder, plain
 from ..secrets import redact
-from .server_kernel import ServerKernel, ServerKernelExecutor, attach_executor
 from ..session import RoundOptions, Session, TaskWeaverApp
 from ..steps import Draft, Notice, Step, TaskWeaverLabError, Usage, Verdict
+from .rtc import AnchoredFileRecorder, RTCRecorder, plain
+from .server_kernel import ServerKernel, ServerKernelExecutor, attach_executor
 
 log = logging.getLogger("taskweaver_lab.turns")
 Envelope = dict[str, Any]
