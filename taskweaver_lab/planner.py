@@ -10,7 +10,6 @@ from .prompts import planner_messages
 from .replies import ReplyParseError, ask_parsed, extract_json_object
 from .steps import STOP_REASONS, Plan, Step, UserMessage
 
-STOPS = STOP_REASONS
 
 PLAN_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -20,7 +19,7 @@ PLAN_SCHEMA: dict[str, Any] = {
         "current_plan_step": {"type": "integer"},
         "send_to": {"type": "string", "enum": ["CodeInterpreter", "User"]},
         "message": {"type": "string"},
-        "stop": {"type": "string", "enum": list(STOPS)},
+        "stop": {"type": "string", "enum": list(STOP_REASONS)},
     },
     "required": ["init_plan", "plan", "current_plan_step", "send_to", "message", "stop"],
 }
@@ -66,7 +65,7 @@ def parse_plan(text: str, round_number: int = 0) -> Plan:
     send_to = _send_to(data.get("send_to"))
     plan = _as_steps(data.get("plan")) or _as_steps(data.get("init_plan")) or (message.strip(),)
     stop = str(data.get("stop") or "")
-    if stop not in STOPS:
+    if stop not in STOP_REASONS:
         stop = "InProcess" if send_to == "CodeInterpreter" else "Completed"
     return Plan(
         message=message.strip(), send_to=send_to, plan=plan, init_plan=_as_steps(data.get("init_plan")) or plan,
