@@ -20,6 +20,7 @@ from .steps import TaskWeaverLabError
 DEFAULT_SCRUB_ENV = [
     "OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_KEY", "ANTHROPIC_API_KEY",
     "OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "JUPYTER_TOKEN", "JPY_API_TOKEN", "TASKWEAVER_LAB_*",
+    "CODEGEN_API_KEY", "LLM_API_KEY",
 ]
 
 
@@ -39,6 +40,22 @@ class TaskWeaverLab(Configurable):
     stream = Bool(True, help="Stream LLM replies (live text in the UI).").tag(config=True)
     llm_timeout = Float(120.0, help="Seconds before one LLM request times out.").tag(config=True)
     llm_retries = Int(3, help="Retries (with backoff) on 429, 5xx and timeouts.").tag(config=True)
+    llm_deadline = Float(
+        300.0, help="Seconds one LLM request may take in all, retries included, however slowly the endpoint sends "
+                    "(a local model can take minutes over a long prompt); 0: no limit.",
+    ).tag(config=True)
+    llm_rate_limit_wait = Float(
+        60.0, help="Most seconds to wait in all, per request, when the endpoint answers 429 with Retry-After.",
+    ).tag(config=True)
+    llm_progress_interval = Float(
+        15.0, help="Seconds between 'still waiting for the model' notices while its reply has not started; 0: none.",
+    ).tag(config=True)
+    azure_endpoint = Unicode(
+        help="Azure OpenAI resource endpoint, e.g. https://NAME.openai.azure.com. When set, it is used instead of "
+             "base_url, model / planner_model / code_generator_model name the deployments, and api_key (or env "
+             "AZURE_OPENAI_API_KEY) goes in the api-key header.",
+    ).tag(config=True)
+    azure_api_version = Unicode("2024-10-21", help="The api-version of Azure OpenAI requests.").tag(config=True)
     temperature = Float(0.0, help="Sampling temperature for both roles.").tag(config=True)
     allow_user_base_url = Bool(
         True, help="Let each user point their turns at their own OpenAI-compatible endpoint (Settings > TaskWeaver > "
@@ -61,6 +78,19 @@ class TaskWeaverLab(Configurable):
                 "notebook's folder) whose columns, dtypes and first rows the Code Generator sees before writing code "
                 "(about 1,200 characters in all, whatever the data's size). 0 turns the preview off.",
     ).tag(config=True)
+    max_output_chars = Int(
+        100_000, help="Characters of one output of a generated cell kept in the notebook record and sent to the chat "
+                      "(the middle of a longer text is cut, with a note saying how much; an image or other data over "
+                      "10 times this is replaced by a note). Like Jupyter's own output limits.",
+    ).tag(config=True)
+    resume_timeout = Float(
+        120.0, help="Seconds in all for re-running a resumed notebook's code cells in a fresh kernel (cells that "
+                    "failed or were interrupted are never re-run); what is left after that is not re-run.",
+    ).tag(config=True)
+    max_message_chars = Int(
+        32_000, help="Longest user message accepted, in characters (a longer one is refused before it reaches the "
+                     "LLM: put large data in a file in the notebook's folder and name it).",
+    ).tag(config=True)
 
     # --- Plugins and examples ---
     plugin_dirs = List(Unicode(), help="Extra folders of TaskWeaver-format plugins (YAML + .py).").tag(config=True)
@@ -76,6 +106,23 @@ class TaskWeaverLab(Configurable):
     scrub_env = List(Unicode(), DEFAULT_SCRUB_ENV, help="Env names (fnmatch patterns) removed from kernels.").tag(config=True)
     sandbox = Enum(["none", "landlock"], "none", help="Run agent kernels under an OS sandbox.").tag(config=True)
 
+    # --- Ecosystem: the Codegen backend, TaskWeaver projects, tracing (issues 14, 15) ---
+    code_generator_backend = Enum(
+        ["llm", "codegen"], "llm",
+        help="Who writes the code: 'llm' (the Code Generator role on base_url) or 'codegen' (an external Codegen "
+             "service at codegen_api_endpoint); either way the code is verified, guarded and corrected the same way.",
+    ).tag(config=True)
+    codegen_api_endpoint = Unicode(help="URL the Codegen backend POSTs to. Env: CODEGEN_API_ENDPOINT.").tag(config=True)
+    codegen_api_key = Unicode(help="Bearer key of the Codegen service. Env: CODEGEN_API_KEY. Never sent to kernels.").tag(config=True)
+    app_dir = Unicode(
+        "", help="A TaskWeaver project folder: its taskweaver_config.json (llm.*, code_interpreter.*, planner and "
+                 "code generator keys), plugins/ and examples/ are loaded; settings given here explicitly win.",
+    ).tag(config=True)
+    trace_dir = Unicode("", help="Folder of per-session JSONL traces (LLM calls, verification, execution; never "
+                                 "prompts or keys). Empty: off.").tag(config=True)
+    trace_otel = Bool(False, help="Also emit OpenTelemetry spans (when the opentelemetry packages are installed; "
+                                  "configure the exporter with the usual OTEL_* setup).").tag(config=True)
+
     @default("base_url")
     def _default_base_url(self) -> str:
         return os.environ.get("OPENAI_BASE_URL", "")
@@ -84,13 +131,21 @@ class TaskWeaverLab(Configurable):
     def _default_api_key(self) -> str:
         return os.environ.get("OPENAI_API_KEY", "")
 
+    @default("codegen_api_endpoint")
+    def _default_codegen_endpoint(self) -> str:
+        return os.environ.get("CODEGEN_API_ENDPOINT", "")
+
+    @default("codegen_api_key")
+    def _default_codegen_key(self) -> str:
+        return os.environ.get("CODEGEN_API_KEY", "")
+
     @validate("data_preview_files")
     def _not_negative(self, proposal: Any) -> int:
         if proposal["value"] < 0:
             raise TaskWeaverLabError(f"TaskWeaverLab.data_preview_files must be 0 (off) or more, got {proposal['value']}.")
         return proposal["value"]
 
-    @validate("max_attempts", "max_llm_calls_per_round")
+    @validate("max_attempts", "max_llm_calls_per_round", "max_output_chars", "max_message_chars")
     def _positive(self, proposal: Any) -> int:
         if proposal["value"] < 1:
             raise TaskWeaverLabError(f"TaskWeaverLab.{proposal['trait'].name} must be at least 1, got {proposal['value']}.")

@@ -16,8 +16,10 @@ from typing import Any, Callable, Sequence
 
 from traitlets.config import Config
 
+from . import tracing
 from .agent import Agent, Decision, RoundContext
 from .codegen import CodeGenerator
+from .codegen_service import CodegenService
 from .config import TaskWeaverLab, make_config
 from .examples import Example, example_to_yaml, load_examples, select_examples
 from .kernel import Executor, printed_result, start_kernel
@@ -29,6 +31,7 @@ from .preview import DataLook
 from .prompts import split_rounds
 from .secrets import redact, scrubbed_env
 from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
+from .tw_project import apply_project
 from .verifier import DEFAULT_ALLOWED_MODULES, Policy, verify
 
 Listener = Callable[[Step], None]
@@ -65,9 +68,10 @@ class TaskWeaverApp:
 
     def __init__(self, config: dict[str, Any] | None = None, traitlets_config: Config | None = None) -> None:
         self.config: TaskWeaverLab = make_config(config, base=traitlets_config)
+        project_warnings = apply_project(self.config)  # app_dir: a TaskWeaver project's config, plugins, examples
         self.plugins, plugin_errors = load_plugins(self.config.plugin_dirs, self.config.load_builtin_plugins)
         self.examples, example_errors = load_examples(self.config.example_dirs)
-        self.load_errors: list[str] = plugin_errors + example_errors
+        self.load_errors: list[str] = project_warnings + plugin_errors + example_errors
 
     def create_session(self, notebook: str | os.PathLike[str] | None = None, *, executor: Executor | None = None,
                        recorder: Recorder | None = None, new: bool = False,
@@ -104,7 +108,7 @@ class TaskWeaverApp:
     def known_secrets(self) -> list[str]:
         """The key plus every value of an env name we scrub (Jupyter tokens, other providers' keys)."""
         kept = scrubbed_env(os.environ, self.config.scrub_env)
-        values = [self.config.api_key] + [v for k, v in os.environ.items() if k not in kept]
+        values = [self.config.api_key, self.config.codegen_api_key] + [v for k, v in os.environ.items() if k not in kept]
         return [v for v in values if len(v) >= 8]
 
     def plugins_text(self, query: str) -> str:
@@ -129,9 +133,12 @@ class Session:
         self.usage = Usage()
         self.llm = LLM(self.config)
         planner = Planner(self.llm, app.capabilities, app.examples_for("planner"))
-        coder = CodeGenerator(self.llm, app.plugins_text, app.examples_for("code_generator"),
-                              DataLook(workspace, self.config.data_preview_files, exclude=[self.config.llm_cassette]))
+        look = DataLook(workspace, self.config.data_preview_files, exclude=[self.config.llm_cassette])
+        coder = CodeGenerator(self.llm, app.plugins_text, app.examples_for("code_generator"), look)
+        if self.config.code_generator_backend == "codegen":  # same write() -> Draft, same loop
+            coder = CodegenService(self.config, app.plugins_text, look, app._redact)  # type: ignore[assignment]
         self.agent = Agent(planner, coder, executor, self.config)
+        self.tracer = tracing.attach(self)  # trace_dir / trace_otel; None when off
         self._cancel = threading.Event()  # the running round's Stop flag (each round brings or gets its own)
         self._lock = threading.Lock()
         self._kernel_replaced = False
