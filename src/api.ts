@@ -84,7 +84,7 @@ async function readJson(response: Response): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch {
-    return { error: text.slice(0, 300) };
+    return {}; // an HTML error page (e.g. a server without this extension): errorMessage says what it means
   }
 }
 

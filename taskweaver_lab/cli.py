@@ -10,11 +10,14 @@ Exit 0 on success; non-zero with a one-line reason on failure.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+from traitlets import Container
 
 from .config import TaskWeaverLab
 from .steps import Step, TaskWeaverLabError
@@ -23,8 +26,13 @@ PREFIX = "--TaskWeaverLab."
 
 
 def split_config_args(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
-    """Separate ``--TaskWeaverLab.name=value`` options (typed by their traitlet) from the rest."""
-    rest, overrides = [], {}
+    """Separate ``--TaskWeaverLab.name=value`` options (typed by their traitlet) from the rest.
+
+    A list setting takes one item per option, repeated to add more (``--TaskWeaverLab.plugin_dirs=a
+    --TaskWeaverLab.plugin_dirs=b``), or a Python/JSON list literal (``=["a", "b"]``); an empty value
+    (``--TaskWeaverLab.plugin_dirs=``) makes the list empty. Other settings: the last one given wins."""
+    rest: list[str] = []
+    raw_values: dict[str, list[str]] = {}
     traits = TaskWeaverLab.class_traits(config=True)
     for arg in argv:
         if not arg.startswith(PREFIX):
@@ -34,11 +42,34 @@ def split_config_args(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
         if name not in traits or not sep:
             raise TaskWeaverLabError(f"Unknown or malformed option {arg!r}; use {PREFIX}<name>=<value> with one of: "
                                      + ", ".join(sorted(traits)))
+        raw_values.setdefault(name, []).append(raw)
+    return rest, {name: _typed(traits[name], name, values) for name, values in raw_values.items()}
+
+
+def _typed(trait: Any, name: str, values: list[str]) -> Any:
+    """The value of one setting from its command-line strings, checked by its traitlet."""
+    try:
+        if isinstance(trait, Container):
+            return _container_value(trait, values)
+        return trait.from_string(values[-1])
+    except TaskWeaverLabError:
+        raise
+    except Exception as exc:
+        raise TaskWeaverLabError(f"Bad value for {PREFIX}{name}: {exc}") from exc
+
+
+def _container_value(trait: Container, values: list[str]) -> Any:
+    items = [v for v in values if v != ""]
+    if len(items) == 1 and items[0][:1] in "[(" and items[0][-1:] in "])":
         try:
-            overrides[name] = traits[name].from_string(raw)
-        except Exception as exc:
-            raise TaskWeaverLabError(f"Bad value for {PREFIX}{name}: {exc}") from exc
-    return rest, overrides
+            parsed = ast.literal_eval(items[0])
+        except (ValueError, SyntaxError) as exc:
+            raise TaskWeaverLabError(f"Bad value for {PREFIX}{trait.name}: {items[0]!r} is not a list literal "
+                                     f"({exc}); give one item per option instead.") from None
+        items = [str(item) for item in parsed] if isinstance(parsed, (list, tuple)) else items
+    value = trait.from_string_list(items) if items else trait.klass()
+    trait.validate(TaskWeaverLab(), value)  # e.g. the item type of a List(Unicode())
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from taskweaver_lab.testing import code_reply, plan_reply
 
@@ -101,3 +103,37 @@ def test_config_verb_prints_a_config_file_of_every_knob(tmp_path: Path) -> None:
     section = load_config_files([str(tmp_path)]).TaskWeaverLab
     assert set(section) == set(knobs)
     assert section.max_attempts == TaskWeaverLab().max_attempts and section.approval == "auto"
+
+
+def test_list_settings_on_the_command_line(llm_server, workspace: Path) -> None:
+    """Issue 12 item 11: `--TaskWeaverLab.plugin_dirs=DIR` (repeatable) reaches the run: both folders' plugins are
+    offered to the Code Generator and callable in the kernel."""
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "tw_plugins"
+    shutil.copytree(fixtures / "shout", workspace / "loud plugins")
+    (workspace / "counting").mkdir()
+    for name in ("word_stats.py", "word_stats.yaml"):
+        shutil.copy(fixtures / name, workspace / "counting" / name)
+    llm_server.add("planner", plan_reply("Upper-case 'hi' with shout and count the words of 'a b c' with word_stats."),
+                   plan_reply("HI, and 3 words.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("print(shout('hi'), word_stats('a b c')[0])"))
+    result = run_cli(workspace, llm_server.base_url, "lists.ipynb", "--json", "-m", "shout hi and count a b c",
+                     "--TaskWeaverLab.plugin_dirs=loud plugins", "--TaskWeaverLab.plugin_dirs=counting",
+                     "--TaskWeaverLab.load_builtin_plugins=False")
+    assert result.returncode == 0, result.stderr
+    coder_prompt = json.dumps(llm_server.requests[1]["messages"])
+    assert "shout(text: str)" in coder_prompt and "word_stats(text: str)" in coder_prompt
+    execution = next(json.loads(line) for line in result.stdout.splitlines() if '"kind": "execution"' in line)
+    assert execution["ok"] and execution["outputs"][0]["text"] == "HI 3\n"
+
+
+def test_list_setting_literal_and_a_bad_one(workspace: Path) -> None:
+    from taskweaver_lab.cli import split_config_args
+    from taskweaver_lab.steps import TaskWeaverLabError
+
+    rest, overrides = split_config_args(["x", '--TaskWeaverLab.allowed_models=["a", "b"]', "--TaskWeaverLab.example_dirs=",
+                                         "--TaskWeaverLab.max_attempts=2", "--TaskWeaverLab.max_attempts=4"])
+    assert rest == ["x"] and overrides == {"allowed_models": ["a", "b"], "example_dirs": [], "max_attempts": 4}
+    with pytest.raises(TaskWeaverLabError, match="allowed_models"):
+        split_config_args(["--TaskWeaverLab.allowed_models=[1, oops]"])
+    result = run_cli(workspace, "http://127.0.0.1:9/v1", "x.ipynb", "-m", "hi", "--TaskWeaverLab.plugin_dirs=['a', b]")
+    assert result.returncode == 2 and "plugin_dirs" in result.stderr and "Traceback" not in result.stderr

@@ -15,8 +15,9 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 
-from ..config import NO_ENDPOINT_HELP, SERVER_URL_ENV, TaskWeaverLab
+from ..config import DEFAULT_SCRUB_ENV, NO_ENDPOINT_HELP, SERVER_URL_ENV, TaskWeaverLab
 from ..secrets import scrubbed_env
+from ..steps import TaskWeaverLabError
 from .sandbox_kernelspec import SandboxKernels, ServerSandbox
 
 
@@ -26,12 +27,24 @@ class TaskWeaverLabExtension(ExtensionApp):
     description = "TaskWeaver's plan -> code -> verify -> run loop in the notebook's own kernel."
     classes = [*ExtensionApp.classes, TaskWeaverLab]  # help of the extension lists the TaskWeaverLab section
 
+    config_error = ""  # set when the TaskWeaverLab config is unusable: the extension runs degraded (below)
+
     def initialize_settings(self) -> None:
         from ..session import TaskWeaverApp
 
-        self.core = TaskWeaverApp(traitlets_config=self.config)
-        self.config_section: TaskWeaverLab = self.core.config
         self.turns: Any = None  # the TurnManager needs the running loop: see below
+        self.sandbox: ServerSandbox | None = None
+        try:
+            self.core = TaskWeaverApp(traitlets_config=self.config)
+        except TaskWeaverLabError as exc:
+            # Degraded: the routes still load, so the sidebar shows this sentence instead of a 404 page;
+            # every endpoint answers with it and no turn can start.
+            self.config_error = (f"The TaskWeaver server extension is not running because of its configuration: "
+                                 f"{exc} Fix it in the server's config (jupyter_server_config.py or the command "
+                                 "line) and restart the Jupyter server.")
+            self.log.error("taskweaver_lab: %s", self.config_error)
+            return
+        self.config_section: TaskWeaverLab = self.core.config
         for problem in self.core.load_errors:
             self.log.warning("taskweaver_lab: %s", problem)
         self.sandbox = self._setup_sandbox()
@@ -54,6 +67,9 @@ class TaskWeaverLabExtension(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         from .turns import TurnManager
 
+        if self.config_error:  # degraded: kernels still never see the secrets, and %%taskweaver runs in-process
+            scrub_kernel_env(serverapp.kernel_manager, list(DEFAULT_SCRUB_ENV), "")
+            return
         url = server_url(serverapp)
         if url:
             os.environ[SERVER_URL_ENV] = url
@@ -82,7 +98,11 @@ class TaskWeaverLabExtension(ExtensionApp):
         return None if ext is None or getattr(ext, "disable_rtc", False) else ext
 
     def status(self) -> dict[str, Any]:
-        """``GET status``: what the sidebar needs; never the key."""
+        """``GET status``: what the sidebar needs; never the key. Degraded: the config error (a 500)."""
+        if self.config_error:
+            from .turns import TurnError
+
+            raise TurnError(500, self.config_error)
         config = self.config_section
         return {"configured": self.configured, "help": "" if self.configured else NO_ENDPOINT_HELP,
                 "models": {"planner": config.model_for("planner"), "code_generator": config.model_for("code_generator")},

@@ -58,7 +58,8 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
     def turns(self) -> TurnManager:
         manager = getattr(self.extensionapp, "turns", None)
         if manager is None:
-            raise TurnError(503, "The taskweaver_lab extension is still starting; retry in a moment.")
+            raise TurnError(503, getattr(self.extensionapp, "config_error", "")
+                            or "The taskweaver_lab extension is still starting; retry in a moment.")
         return manager
 
     def body(self) -> dict[str, Any]:
@@ -123,6 +124,7 @@ def choices_field(data: dict[str, Any], config: TaskWeaverLab) -> UserChoices:
 class StatusHandler(BaseHandler):
     @web.authenticated
     @authorized
+    @refusals
     def get(self) -> None:
         self.finish(self.extensionapp.status())
 
@@ -145,6 +147,7 @@ class TurnsHandler(BaseHandler):
     @authorized
     @refusals
     async def post(self) -> None:
+        turns = self.turns  # degraded (a bad config) or still starting: refused here, before the config is read
         data, config = self.body(), self.extensionapp.config_section
         record = data.get("record") or "server"
         if record not in ("frontend", "server"):
@@ -153,7 +156,7 @@ class TurnsHandler(BaseHandler):
                               message=text_field(data, "message"),
                               approval=approval_field(data, config.approval), record=record,
                               choices=choices_field(data, config))
-        turn = await self.turns.start(request)
+        turn = await turns.start(request)
         self.set_status(202)
         self.finish(turn.accepted())
 
@@ -282,13 +285,14 @@ class KernelTurnsHandler(KernelHandler):
     @allow_unauthenticated
     @kernel_signed
     async def post(self) -> None:
+        turns = self.turns
         data = self.body()
         cell_id = data.get("cell_id")
         request = TurnRequest(path=self.notebook_path, kernel_id=self.kernel_id, message=text_field(data, "message"),
                               approval=approval_field(data, self.extensionapp.config_section.approval),
                               origin="magic", after_cell_id=cell_id if isinstance(cell_id, str) and cell_id else None,
                               new=bool(data.get("new")), plugins_only=bool(data.get("plugins_only")))
-        turn = await self.turns.start(request)
+        turn = await turns.start(request)
         self.set_status(202)
         self.finish({**turn.accepted(), "path": self.notebook_path})
 

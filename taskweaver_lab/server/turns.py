@@ -274,8 +274,9 @@ class TurnManager:
             log.exception("taskweaver_lab turn %s failed", turn.id)
             state, error = "failed", redact(f"Internal error: {type(exc).__name__}: {exc}", [self.app.config.api_key])
         finally:
-            publish({"kind": "turn", "state": state, **({"error": error} if error else {}), "usage": usage[0].to_json()})
-            self.loop.call_soon_threadsafe(self._finish, turn)
+            # one callback: the notebook is free for the next turn before anyone hears "finished"
+            last = {"kind": "turn", "state": state, **({"error": error} if error else {}), "usage": usage[0].to_json()}
+            self.loop.call_soon_threadsafe(self._finish, turn, last)
 
     # --- events -----------------------------------------------------------------------------
     def _publish_threadsafe(self, turn: Turn, event: dict[str, Any]) -> None:
@@ -292,10 +293,14 @@ class TurnManager:
                 log.debug("dropping a subscriber of %s", turn.path, exc_info=True)
                 self.subscribers.get(turn.path, set()).discard(subscriber)
 
-    def _finish(self, turn: Turn) -> None:
-        turn.done, turn.finished_at = True, time.monotonic()
+    def _finish(self, turn: Turn, last: dict[str, Any] | None = None) -> None:
+        """The turn ends: its notebook is free first, then its last event goes out (a turn posted on that
+        event is accepted), then long-polls see it done."""
         if self.active.get(turn.path) == turn.id:
             del self.active[turn.path]
+        if last is not None:
+            self._publish(turn, last)
+        turn.done, turn.finished_at = True, time.monotonic()
         self._wake(turn)
 
     @staticmethod
