@@ -12,7 +12,7 @@ try:
 except ImportError:  # a source tree that was never built
     __version__ = "0.0.0.dev0"
 
-__all__ = ["TaskWeaverApp", "__version__"]
+__all__ = ["TaskWeaverApp", "plugin", "__version__"]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
@@ -37,4 +37,8 @@ def __getattr__(name: str) -> Any:
         from .session import TaskWeaverApp
 
         return TaskWeaverApp
+    if name == "plugin":  # @taskweaver_lab.plugin: a plain function -> a TaskWeaver plugin (authoring.py)
+        from .authoring import plugin
+
+        return plugin
     raise AttributeError(f"module 'taskweaver_lab' has no attribute {name!r}")

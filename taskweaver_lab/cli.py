@@ -4,6 +4,7 @@
     jupyter taskweaver save-example NOTEBOOK OUT.yaml [--role planner|code_generator] [--round N ...]
     jupyter taskweaver config            # every setting with its help, as a commented config file
     jupyter taskweaver install-sandbox-kernelspec [--user | --sys-prefix | --prefix DIR]
+    jupyter taskweaver plugin new NAME | plugin from-function MODULE:FUNCTION [--dir plugins] [--force]
 
 Exit 0 on success; non-zero with a one-line reason on failure.
 """
@@ -19,6 +20,7 @@ from typing import Any, Sequence
 
 from traitlets import Container
 
+from . import authoring
 from .config import TaskWeaverLab
 from .steps import Step, TaskWeaverLabError
 
@@ -94,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--user", action="store_true", help="for the current user only")
     where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (this virtualenv/conda env)")
     where.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
+    authoring.add_cli(sub)  # plugin new NAME | plugin from-function module:func
     return parser
 
 
@@ -158,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         rest, overrides = split_config_args(sys.argv[1:] if argv is None else argv)
         args = _parser().parse_args(rest)
         commands = {"run": lambda: run(args, overrides), "save-example": lambda: save_example(args),
-                    "config": print_config, "install-sandbox-kernelspec": lambda: install_sandbox_kernelspec(args)}
+                    "config": print_config, "install-sandbox-kernelspec": lambda: install_sandbox_kernelspec(args),
+                    "plugin": lambda: authoring.run_cli(args)}
         code = commands[args.command]()
     except TaskWeaverLabError as exc:
         print(f"taskweaver: {exc}", file=sys.stderr)
