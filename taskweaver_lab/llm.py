@@ -1,36 +1,41 @@
 """LLM access: the only module that imports ``openai``.
 
-One ``LLM`` per session. It streams, retries with backoff on 429/5xx/timeouts,
-accounts usage per role, degrades ``response_format`` gracefully
-(json_schema -> json_object -> text) and can record/replay replies (cassette).
-Keys are never logged or put into error messages.
+One ``LLM`` per session. It streams (each request in a worker thread, ``llm_relay.py``, so Stop and the
+total deadline act at once), retries with backoff on 5xx, cut streams and timeouts, honours 429's
+Retry-After, accounts usage per role, finds the ``response_format`` each endpoint takes (json_schema ->
+json_object -> text, remembered per endpoint once a rung works) and can record/replay replies (cassette).
+Whatever the endpoint does wrong becomes one ``TaskWeaverLabError`` sentence saying what it did
+(``llm_errors.py``). OpenAI, Azure OpenAI and any OpenAI-compatible server. Keys are never logged or
+put into error messages.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import openai
 
+from . import llm_errors as errors
 from .config import TaskWeaverLab
-from .steps import LLMCall, Role, TaskWeaverLabError
+from .llm_errors import ContextTooLong, Garbled
+from .llm_relay import Cancelled, DeadlineExceeded, Watch, relay
+from .steps import LLMCall, Notice, Role, Step, TaskWeaverLabError
 
 log = logging.getLogger("taskweaver_lab.llm")
 
 Messages = list[dict[str, str]]
 FORMAT_LADDER = ("json_schema", "json_object", "text")
 
-
-class Cancelled(Exception):
-    """The user pressed Stop."""
+__all__ = ["LLM", "CallContext", "OneCall", "Reply", "UserChoices", "Cancelled", "ContextTooLong", "test_connection"]
 
 
 @dataclass(frozen=True)
@@ -90,9 +95,11 @@ class UserChoices:
 
 @dataclass
 class _Endpoint:
-    """One OpenAI-compatible endpoint and what we learned about it (kept per endpoint, not per session)."""
+    """One endpoint and what we learned about it (kept per endpoint, for the LLM's life)."""
     client: openai.OpenAI
-    format: str               # where it stands on FORMAT_LADDER
+    format: str                # the highest FORMAT_LADDER rung known to work (or not yet refused)
+    where: str                 # how messages name it
+    azure: bool = False
     stream_usage: bool = True  # some servers reject stream_options
 
 
@@ -105,6 +112,7 @@ class CallContext(Protocol):
     def before_call(self) -> None: ...               # raises to refuse the call (Stop, the round's call cap)
     def after_call(self, reply: Reply) -> None: ...  # counts the call, reports its usage
     def delta(self, role: Role) -> Callable[[str], None] | None: ...  # where streamed text goes
+    def emit(self, step: Step) -> None: ...          # a Notice for the listeners (waiting, retrying)
 
 
 @dataclass
@@ -114,6 +122,7 @@ class OneCall:
     cancel: threading.Event = field(default_factory=threading.Event)
     choices: UserChoices = field(default_factory=UserChoices)
     on_delta: Callable[[str], None] | None = None
+    on_step: Callable[[Step], None] | None = None
 
     def before_call(self) -> None:
         if self.cancel.is_set():
@@ -124,6 +133,10 @@ class OneCall:
 
     def delta(self, role: Role) -> Callable[[str], None] | None:
         return self.on_delta
+
+    def emit(self, step: Step) -> None:
+        if self.on_step is not None:
+            self.on_step(step)
 
 
 class LLM:
@@ -141,20 +154,35 @@ class LLM:
         return choices.model(role) or self.config.model_for(role)
 
     def base_url(self, choices: UserChoices) -> str:
-        """The endpoint of this call: the user's choice, else the server's."""
-        return choices.base_url or self.config.base_url
+        """The endpoint of this call: the user's choice, else the server's (Azure's when configured)."""
+        return choices.base_url or self.config.azure_endpoint or self.config.base_url
+
+    def response_format(self, choices: UserChoices) -> str:
+        """The response_format this endpoint takes, as far as we know: json_schema, json_object or text."""
+        return self._endpoint(choices).format
 
     def _endpoint(self, choices: UserChoices) -> _Endpoint:
         url = self.base_url(choices)
         if url not in self._endpoints:
-            users_own = bool(choices.base_url) and url.rstrip("/") != self.config.base_url.rstrip("/")
-            if not users_own:
-                self.config.check_endpoint()
-            key = "not-needed" if users_own else (self.config.api_key or "not-needed")
-            client = openai.OpenAI(base_url=url or None, api_key=key, timeout=self.config.llm_timeout, max_retries=0)
-            start = "json_schema" if self.config.response_format == "auto" else self.config.response_format
-            self._endpoints[url] = _Endpoint(client, start)
+            self._endpoints[url] = self._connect(url, choices)
         return self._endpoints[url]
+
+    def _connect(self, url: str, choices: UserChoices) -> _Endpoint:
+        server_url = self.config.azure_endpoint or self.config.base_url
+        users_own = bool(choices.base_url) and url.rstrip("/") != server_url.rstrip("/")
+        start = "json_schema" if self.config.response_format == "auto" else self.config.response_format
+        where = url or "the default OpenAI endpoint"
+        options: dict[str, Any] = {"timeout": self.config.llm_timeout, "max_retries": 0}
+        if not users_own and self.config.azure_endpoint:
+            key = self.config.api_key or os.environ.get("AZURE_OPENAI_API_KEY", "")
+            if not key:
+                raise TaskWeaverLabError("Azure OpenAI needs an API key: set AZURE_OPENAI_API_KEY or TaskWeaverLab.api_key.")
+            client = openai.AzureOpenAI(azure_endpoint=url, api_version=self.config.azure_api_version, api_key=key, **options)
+            return _Endpoint(client, start, where, azure=True)
+        if not users_own:
+            self.config.check_endpoint()
+        key = "not-needed" if users_own else (self.config.api_key or "not-needed")
+        return _Endpoint(openai.OpenAI(base_url=url or None, api_key=key, **options), start, where)
 
     def complete(self, role: Role, messages: Messages, schema: dict[str, Any] | None = None,
                  ctx: CallContext | None = None) -> Reply:
@@ -172,90 +200,185 @@ class LLM:
 
     def _call(self, role: Role, model: str, messages: Messages, schema: dict[str, Any] | None,
               ctx: CallContext) -> Reply:
-        started, retries = time.monotonic(), 0
+        endpoint = self._endpoint(ctx.choices)
+        tries = _Tries(self.config, endpoint, model, ctx)
+        fmt = endpoint.format if schema is not None else "text"
         while True:
+            reading = _Reading(ctx.delta(role))
             try:
-                text, usage = self._request(model, messages, schema, ctx, ctx.delta(role))
+                self._request(endpoint, model, messages, (fmt, schema), ctx, reading, tries.deadline)
                 break
-            except openai.BadRequestError as exc:
-                if schema is None or not self._degrade_format(exc, ctx.choices):
-                    raise TaskWeaverLabError(f"The LLM endpoint refused the request ({model}): {_reason(exc)}") from exc
-            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
-                retries += 1
-                if retries > self.config.llm_retries:
-                    raise TaskWeaverLabError(_unreachable_message(self.base_url(ctx.choices), model, exc)) from exc
-                self._backoff(retries, ctx.cancel)
             except openai.APIStatusError as exc:
-                raise TaskWeaverLabError(_status_message(exc, model)) from exc
+                fmt = self._on_status(exc, fmt, schema, tries, reading)
+            except (openai.APIConnectionError, openai.APIError) as exc:  # refused, cut, timed out, error event
+                tries.transient(exc, reading, mid_reply=not isinstance(exc, openai.APIConnectionError))
+            except (json.JSONDecodeError, Garbled) as exc:
+                what = f"sent {'a streamed event' if self.config.stream else 'a body'} that is not JSON " \
+                    f"({errors.describe(exc.doc)!r})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise TaskWeaverLabError(errors.garbled(endpoint.where, model, what)) from None
+            except DeadlineExceeded:
+                raise TaskWeaverLabError(errors.deadline(endpoint.where, model, self.config.llm_deadline)) from None
+        if schema is not None and fmt != endpoint.format:  # a lower rung worked: remember it for this endpoint
+            log.info("%s takes response_format %s, not %s", endpoint.where, fmt, endpoint.format)
+            endpoint.format = fmt
+        return self._reply(role, model, messages, reading, tries)
+
+    def _reply(self, role: Role, model: str, messages: Messages, reading: "_Reading", tries: "_Tries") -> Reply:
+        text = "".join(reading.parts)
         if self.cassette:
             self.cassette.store(role, messages, text)
-        prompt_tokens, completion_tokens, cached = usage or (_estimate_tokens(messages), len(text) // 4, 0)
-        call = LLMCall(role, model, prompt_tokens, completion_tokens, time.monotonic() - started, cached, retries)
+        prompt_tokens, completion_tokens, cached = reading.usage or (_estimate_tokens(messages), len(text) // 4, 0)
+        call = LLMCall(role, model, prompt_tokens, completion_tokens, time.monotonic() - tries.started, cached, tries.retries)
         log.info("llm %s model=%s prompt=%d completion=%d %.2fs", role, model, prompt_tokens, completion_tokens, call.latency_s)
         return Reply(text, call)
 
-    def _request(self, model: str, messages: Messages, schema: dict[str, Any] | None, ctx: CallContext,
-                 on_delta: Callable[[str], None] | None) -> tuple[str, tuple[int, int, int] | None]:
-        endpoint = self._endpoint(ctx.choices)
+    def _on_status(self, exc: openai.APIStatusError, fmt: str, schema: dict[str, Any] | None, tries: "_Tries",
+                   reading: "_Reading") -> str:
+        """An HTTP error: wait and retry (429, 5xx), try a lower response_format (400), or say what it means."""
+        where, model = tries.endpoint.where, tries.model
+        if errors.is_context_too_long(exc):  # never a reason to drop json_schema, nor to retry
+            raise ContextTooLong(errors.too_long(where, model, exc)) from None
+        if exc.status_code == 429:
+            tries.rate_limited(exc)
+            return fmt
+        if exc.status_code >= 500:
+            tries.transient(exc, reading)
+            return fmt
+        if exc.status_code in (400, 422) and errors.is_content_filter(exc):
+            raise TaskWeaverLabError(errors.filtered(where, model, exc)) from None
+        if exc.status_code in (400, 422):
+            lower = self._lower_format(fmt, schema)
+            if lower is None:
+                raise TaskWeaverLabError(errors.refused(where, model, exc)) from None
+            log.info("%s refused response_format %s (%s); trying %s", where, fmt, errors.reason(exc), lower)
+            return lower
+        raise TaskWeaverLabError(errors.status_message(exc, model, tries.endpoint.azure)) from None
+
+    def _lower_format(self, fmt: str, schema: dict[str, Any] | None) -> str | None:
+        """The next rung to try after a 400, for this call only (remembered once it works)."""
+        if schema is None or self.config.response_format != "auto" or fmt == "text":
+            return None
+        return FORMAT_LADDER[FORMAT_LADDER.index(fmt) + 1]
+
+    def _request(self, endpoint: _Endpoint, model: str, messages: Messages, form: tuple[str, dict[str, Any] | None],
+                 ctx: CallContext, reading: "_Reading", deadline: float) -> None:
+        fmt, schema = form
         kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": self.config.temperature}
-        if schema is not None and endpoint.format != "text":
-            kwargs["response_format"] = _response_format(endpoint.format, schema)
+        if schema is not None and fmt != "text":
+            kwargs["response_format"] = _response_format(fmt, schema)
+        every = self.config.llm_progress_interval
+        watch = Watch(ctx.cancel, deadline, every, lambda waited: ctx.emit(Notice("info", errors.waiting_notice(waited))))
+        for item in relay(lambda: self._open(endpoint, kwargs, reading), watch):
+            reading.take(item)
+        if reading.items == 0:
+            kind = reading.content_type or "no content type"
+            raise Garbled(f"answered HTTP 200 with {kind} and not one event of a chat-completion stream")
+
+    def _open(self, endpoint: _Endpoint, kwargs: dict[str, Any], reading: "_Reading") -> Iterable[Any]:
+        """Runs in the request's worker thread: the stream (or the whole completion, as one item)."""
         if not self.config.stream:
-            resp = endpoint.client.chat.completions.create(**kwargs)
-            text = resp.choices[0].message.content or ""
-            if on_delta:
-                on_delta(text)
-            return text, _usage(resp.usage)
-        if endpoint.stream_usage:
-            kwargs["stream_options"] = {"include_usage": True}
+            return [endpoint.client.chat.completions.create(**kwargs)]
+        options = {"stream_options": {"include_usage": True}} if endpoint.stream_usage else {}
         try:
-            stream = endpoint.client.chat.completions.create(stream=True, **kwargs)
+            stream = endpoint.client.chat.completions.create(stream=True, **kwargs, **options)
         except openai.BadRequestError as exc:
-            if "stream_options" not in str(exc) or not endpoint.stream_usage:
+            if "stream_options" not in str(exc) or not options:
                 raise
             endpoint.stream_usage = False
-            return self._request(model, messages, schema, ctx, on_delta)
-        return _read_stream(stream, on_delta, ctx.cancel)
+            stream = endpoint.client.chat.completions.create(stream=True, **kwargs)
+        response = getattr(stream, "response", None)
+        reading.content_type = str(getattr(response, "headers", {}).get("content-type", "")).split(";")[0]
+        return stream
 
-    def _degrade_format(self, exc: Exception, choices: UserChoices) -> bool:
-        """Step down the response_format ladder after a 400; False when nothing is left to try."""
-        endpoint = self._endpoint(choices)
-        if self.config.response_format != "auto" or endpoint.format == "text":
-            return False
-        endpoint.format = FORMAT_LADDER[FORMAT_LADDER.index(endpoint.format) + 1]
-        log.info("endpoint refused the response_format (%s); falling back to %s", _reason(exc), endpoint.format)
-        return True
+    def list_models(self, choices: UserChoices | None = None) -> list[str]:
+        """The model (or deployment) names the endpoint lists."""
+        endpoint = self._endpoint(choices or UserChoices())
+        try:
+            return sorted(str(m.id) for m in endpoint.client.models.list())
+        except openai.APIStatusError as exc:
+            raise TaskWeaverLabError(f"The LLM endpoint {endpoint.where} lists no models "
+                                     f"(HTTP {exc.status_code}: {errors.reason(exc)}).") from None
+        except openai.APIError as exc:
+            raise TaskWeaverLabError(errors.unreachable(endpoint.where, "-", 0, exc)) from None
 
-    @staticmethod
-    def _backoff(attempt: int, cancel: threading.Event | None) -> None:
-        delay = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + random.random() / 2)
-        if cancel is not None and cancel.wait(delay):
+
+@dataclass
+class _Reading:
+    """What one request's items added up to, read in the caller's thread."""
+
+    on_delta: Callable[[str], None] | None
+    parts: list[str] = field(default_factory=list)
+    usage: tuple[int, int, int] | None = None
+    items: int = 0
+    content_type: str = ""
+
+    def take(self, item: Any) -> None:
+        choices = getattr(item, "choices", None)
+        if not isinstance(choices, list):  # (an empty list is fine: usage, Azure's prompt_filter_results)
+            raise Garbled(f"answered with {self.content_type or 'a body'} that is not a chat completion "
+                          f"({errors.describe(item)!r})")
+        self.items += 1
+        if getattr(item, "usage", None):
+            self.usage = _usage(item.usage)
+        for choice in choices:
+            piece = getattr(getattr(choice, "delta", None) or getattr(choice, "message", None), "content", None)
+            if piece:
+                self.parts.append(piece)
+                if self.on_delta:
+                    self.on_delta(piece)
+
+
+@dataclass
+class _Tries:
+    """The retry budget of one logical call: transient failures (llm_retries), 429 waits (llm_rate_limit_wait),
+    and the deadline over all of it (llm_deadline)."""
+
+    config: TaskWeaverLab
+    endpoint: _Endpoint
+    model: str
+    ctx: CallContext
+    retries: int = 0
+    failures: int = 0
+    waited: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.config.llm_deadline if self.config.llm_deadline > 0 else 0.0
+
+    def transient(self, exc: Exception, reading: _Reading, mid_reply: bool = False) -> None:
+        self.retries += 1
+        self.failures += 1
+        if self.failures > self.config.llm_retries:
+            where, model, n = self.endpoint.where, self.model, self.failures - 1
+            if isinstance(exc, openai.APIStatusError):
+                raise TaskWeaverLabError(errors.failing(where, model, n, exc)) from None
+            cut = mid_reply or bool(reading.parts)
+            message = errors.broken_off(where, model, n, exc) if cut else errors.unreachable(where, model, n, exc)
+            raise TaskWeaverLabError(message) from None
+        if reading.parts and reading.on_delta is not None:  # listeners drop the partial text they were shown
+            self.ctx.emit(Notice("warning", errors.CUT_NOTICE))
+        self._sleep(min(8.0, 0.5 * 2 ** (self.failures - 1)) * (0.75 + random.random() / 2))
+
+    def rate_limited(self, exc: openai.APIStatusError) -> None:
+        self.retries += 1
+        asked, budget = errors.retry_after(errors.headers_of(exc)), self.config.llm_rate_limit_wait
+        if asked is None:  # no Retry-After: back off like any transient failure
+            self.failures += 1
+            if self.failures > self.config.llm_retries:
+                raise TaskWeaverLabError(errors.rate_limited(self.endpoint.where, self.model, self.waited, exc)) from None
+            wait = min(8.0, 0.5 * 2 ** (self.failures - 1)) * (0.75 + random.random() / 2)
+        elif self.waited + asked > budget:
+            raise TaskWeaverLabError(errors.rate_limited(self.endpoint.where, self.model, self.waited, exc, asked, budget)) from None
+        else:
+            wait = max(0.5, asked)
+        self.ctx.emit(Notice("info", errors.rate_limit_notice(wait, asked is not None)))
+        self._sleep(wait)
+        self.waited += wait
+
+    def _sleep(self, seconds: float) -> None:
+        if self.ctx.cancel.wait(seconds):
             raise Cancelled()
-        if cancel is None:
-            time.sleep(delay)
-
-
-def _read_stream(stream: Any, on_delta: Callable[[str], None] | None,
-                 cancel: threading.Event | None) -> tuple[str, tuple[int, int, int] | None]:
-    parts: list[str] = []
-    usage = None
-    try:
-        for chunk in stream:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            if getattr(chunk, "usage", None):
-                usage = _usage(chunk.usage)
-            for choice in chunk.choices or ():
-                piece = getattr(choice.delta, "content", None)
-                if piece:
-                    parts.append(piece)
-                    if on_delta:
-                        on_delta(piece)
-    finally:
-        close = getattr(stream, "close", None)
-        if close:
-            close()
-    return "".join(parts), usage
 
 
 def _response_format(kind: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -272,24 +395,25 @@ def _usage(usage: Any) -> tuple[int, int, int] | None:
     return usage.prompt_tokens or 0, usage.completion_tokens or 0, cached
 
 
-def _reason(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        msg = body.get("message") or (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
-        if msg:
-            return str(msg)[:300]
-    return str(exc)[:300]
+def test_connection(config: TaskWeaverLab, choices: UserChoices | None = None) -> dict[str, Any]:
+    """What works on the configured endpoint: ``{"ok", "endpoint", "models", "models_error", "json_mode", "error"}``
+    (``json_mode``: the response_format it takes). Makes one tiny JSON request to the Planner's model."""
+    choices = choices or UserChoices()
+    llm = LLM(config)
+    result: dict[str, Any] = {"ok": False, "endpoint": llm.base_url(choices) or "the default OpenAI endpoint",
+                              "models": [], "models_error": "", "json_mode": "", "error": ""}
+    try:
+        result["models"] = llm.list_models(choices)
+    except TaskWeaverLabError as exc:
+        result["models_error"] = str(exc)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    messages = [{"role": "user", "content": 'Reply with the JSON object {"ok": true} and nothing else.'}]
+    try:
+        llm.complete("planner", messages, schema, OneCall(choices=choices))
+        result["ok"], result["json_mode"] = True, llm.response_format(choices)
+    except TaskWeaverLabError as exc:
+        result["error"] = str(exc)
+    return result
 
 
-def _unreachable_message(base_url: str, model: str, exc: Exception) -> str:
-    where = base_url or "the default OpenAI endpoint"
-    return (f"Cannot get a reply from the LLM endpoint {where} (model {model}) after retries: "
-            f"{type(exc).__name__}: {_reason(exc)}. Is the server running, and is base_url right?")
-
-
-def _status_message(exc: openai.APIStatusError, model: str) -> str:
-    if exc.status_code in (401, 403):
-        return f"The LLM endpoint rejected the API key (HTTP {exc.status_code}). Check OPENAI_API_KEY / TaskWeaverLab.api_key."
-    if exc.status_code == 404:
-        return f"The LLM endpoint does not know model {model!r} (HTTP 404). Check TaskWeaverLab.model / planner_model / code_generator_model."
-    return f"The LLM endpoint failed (HTTP {exc.status_code}, model {model}): {_reason(exc)}"
+test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported into one

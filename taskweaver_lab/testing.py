@@ -7,9 +7,25 @@ configures ``planner_model="planner"`` and ``code_generator_model="coder"`` and 
         config = {"base_url": server.base_url, "planner_model": "planner", "code_generator_model": "coder"}
 
 A reply is a string (the content) or a dict: ``{"content": str, "status": int, "delay": float,
-"chunk_chars": int}`` (``status`` >= 400 answers an error instead). ``server.requests`` logs every
-request body for assertions, ``server.authorizations`` the Authorization header each came with
-(what key the client sent). Command line: ``python -m taskweaver_lab.testing serve --script FILE --port N``.
+"chunk_chars": int, "chunk_delay": float, "headers": {name: value}, "fault": str}`` (``status`` >= 400
+answers an error instead, in the flavor's error shape; ``headers`` are added to the response, e.g.
+``{"Retry-After": "2"}`` with a 429). ``fault`` makes the endpoint misbehave:
+
+- ``"bad_sse"``: a streamed event that is not JSON, after the first piece of content;
+- ``"bad_body"``: HTTP 200 with an HTML page instead of JSON or an event stream (a proxy's error page);
+- ``"error_event"``: the provider's error event in the middle of the stream (``content`` is its message);
+- ``"cut"``: the connection is closed in the middle of the (chunked) stream;
+- ``"drip"``: headers, then a keep-alive comment every ``chunk_delay`` seconds, never a token.
+
+``flavor`` picks the shape of the endpoint: ``"openai"`` (``/v1``, ``Authorization: Bearer``),
+``"azure"`` (``/openai/deployments/{deployment}/chat/completions?api-version=...``, an ``api-key``
+header; the deployment is the queue's name), or an OpenAI-compatible server's error bodies:
+``"vllm"``, ``"llamacpp"``, ``"lmstudio"``, ``"ollama"``. ``formats`` are the ``response_format`` types it
+accepts (others get its 400), ``context_chars`` a context limit (longer prompts get its context-length
+error), ``api_key`` the key it demands (else its 401). ``server.requests`` logs every request body,
+``server.authorizations`` the key header each came with, ``server.paths`` each request's path and query,
+``server.headers`` its headers (names in lower case), ``server.hangups`` how many streams the client closed before their end.
+Command line: ``python -m taskweaver_lab.testing serve --script FILE --port N``.
 """
 from __future__ import annotations
 
@@ -21,24 +37,50 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 Script = dict[str, list[Any]]
+FLAVORS = ("openai", "azure", "vllm", "llamacpp", "lmstudio", "ollama")
+CONTEXT_MESSAGES = {
+    "openai": "This model's maximum context length is {limit} tokens. However, your messages resulted in {used} tokens. "
+              "Please reduce the length of the messages.",
+    "vllm": "This model's maximum context length is {limit} tokens. However, you requested {used} tokens ({used} in the "
+            "messages, 0 in the completion). Please reduce the length of the messages or completion.",
+    "llamacpp": "the request exceeds the available context size, try increasing it",
+    "lmstudio": "Trying to keep the first {used} tokens when context the overflows. However, the model is loaded with "
+                "context length of only {limit} tokens, which is not enough.",
+    "ollama": "prompt too long; exceeded max context length by {over} tokens",
+}
 
 
 class ScriptedLLMServer:
-    def __init__(self, script: Script | None = None, port: int = 0, reject_json_schema: bool = False) -> None:
+    def __init__(self, script: Script | None = None, port: int = 0, reject_json_schema: bool = False, *,
+                 flavor: str = "openai", formats: tuple[str, ...] = ("json_schema", "json_object"),
+                 context_chars: int = 0, api_key: str = "") -> None:
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}, not {flavor!r}")
         self.queues: dict[str, deque[Any]] = {k: deque(v) for k, v in (script or {}).items()}
         self.requests: list[dict[str, Any]] = []
         self.authorizations: list[str] = []
-        self.reject_json_schema = reject_json_schema
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.hangups = 0  # streams the client closed before their end (Stop, a deadline)
+        self.flavor, self.context_chars, self.api_key = flavor, context_chars, api_key
+        self.formats = tuple(f for f in formats if not (reject_json_schema and f == "json_schema"))
+        self.closing = threading.Event()  # set on stop: ends delays and drips at once
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
 
     @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        """The OpenAI-style base URL (for ``flavor="azure"``, ``root_url`` is the Azure endpoint)."""
+        return self.root_url + "/v1"
 
     def add(self, model: str, *replies: Any) -> None:
         with self._lock:
@@ -54,11 +96,19 @@ class ScriptedLLMServer:
                 return {"status": 500, "content": f"scripted server: no reply left for model {model!r}"}
             return queue.popleft()
 
+    def record(self, body: dict[str, Any], path: str, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.requests.append(body)
+            self.authorizations.append(headers.get("api-key" if self.flavor == "azure" else "authorization", ""))
+            self.paths.append(path)
+            self.headers.append(headers)
+
     def start(self) -> "ScriptedLLMServer":
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self.closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -68,67 +118,171 @@ class ScriptedLLMServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # --- the shape of the endpoint ---------------------------------------------------------
+    def route(self, path: str) -> str | None:
+        """The model (Azure: the deployment) a chat-completions path names, "" for any, None if no such path."""
+        parts = urlsplit(path)
+        if self.flavor == "azure":
+            segments = parts.path.strip("/").split("/")
+            ok = (len(segments) == 5 and segments[:2] == ["openai", "deployments"] and segments[3:] == ["chat", "completions"]
+                  and parse_qs(parts.query).get("api-version"))
+            return segments[2] if ok else None
+        return "" if parts.path.rstrip("/") == "/v1/chat/completions" else None
 
-def _handler_for(server: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def key_of(self, headers: Any) -> str:
+        if self.flavor == "azure":
+            return headers.get("api-key", "")
+        return headers.get("Authorization", "").removeprefix("Bearer ")
 
-        def log_message(self, *args: object) -> None:  # keep test output clean
-            pass
+    def refusal(self, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]] | None:
+        """The error this endpoint answers before any script: a wrong key, an unsupported format, a too long prompt."""
+        if self.api_key and key != self.api_key:
+            return 401, error_body(self.flavor, 401, "Incorrect API key provided.", "invalid_api_key")
+        fmt = (body.get("response_format") or {}).get("type")
+        if fmt and fmt != "text" and fmt not in self.formats:
+            return 400, error_body(self.flavor, 400, f"response_format {fmt} is not supported", "invalid_request_error")
+        size = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        if self.context_chars and size > self.context_chars:
+            limit, used = self.context_chars // 4, size // 4
+            text = CONTEXT_MESSAGES.get(self.flavor, CONTEXT_MESSAGES["openai"]).format(limit=limit, used=used, over=used - limit)
+            code = "exceed_context_size_error" if self.flavor == "llamacpp" else "context_length_exceeded"
+            return 400, error_body(self.flavor, 400, text, code)
+        return None
 
-        def do_GET(self) -> None:
-            models = [{"id": m, "object": "model"} for m in server.queues]
-            self._json(200, {"object": "list", "data": models})
 
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            with server._lock:
-                server.requests.append(body)
-                server.authorizations.append(self.headers.get("Authorization", ""))
-            fmt = (body.get("response_format") or {}).get("type")
-            if server.reject_json_schema and fmt == "json_schema":
-                return self._json(400, {"error": {"message": "response_format json_schema is not supported"}})
-            reply = server.next_reply(body.get("model", ""))
-            reply = reply if isinstance(reply, dict) else {"content": reply}
-            time.sleep(float(reply.get("delay", 0)))
-            if int(reply.get("status", 200)) >= 400:
-                return self._json(int(reply["status"]), {"error": {"message": reply.get("content", "error")}})
-            usage = _usage(body, reply["content"])
-            if body.get("stream"):
-                return self._stream(body, reply, usage)
-            self._json(200, _completion(body, reply["content"], usage))
+def error_body(flavor: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """An error as each kind of server writes it."""
+    if flavor == "azure":
+        if status == 401:
+            return {"statusCode": 401, "message": "Access denied due to invalid subscription key or wrong API endpoint."}
+        return {"error": {"code": code or str(status), "message": message}}
+    if flavor == "vllm":
+        return {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": status}
+    if flavor == "llamacpp":
+        return {"error": {"code": status, "message": message, "type": code or "server_error"}}
+    if flavor == "lmstudio":
+        return {"error": message}
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
-        def _json(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def _stream(self, body: dict[str, Any], reply: dict[str, Any], usage: dict[str, int]) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            text, size = reply["content"], int(reply.get("chunk_chars", 16))
-            for i in range(0, len(text), size):
-                self._event(_chunk(body, {"content": text[i:i + size]}))
-                if reply.get("chunk_delay"):
-                    time.sleep(float(reply["chunk_delay"]))
-            final = _chunk(body, {}, finish="stop")
-            self._event(final)
+class _Handler(BaseHTTPRequestHandler):
+    """One request to the scripted endpoint (``_handler_for`` binds it to its server)."""
+
+    state: ScriptedLLMServer  # the scripted server this handler answers for
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        models = [{"id": m, "object": "model"} for m in self.state.queues]
+        self._json(200, {"object": "list", "data": models})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        key = self.state.key_of(self.headers)
+        self.state.record(body, self.path, {name.lower(): value for name, value in self.headers.items()})
+        model = self.state.route(self.path)
+        if model is None:
+            return self._json(404, error_body(self.state.flavor, 404, "Resource not found", "404"))
+        refused = self.state.refusal(body, key)
+        if refused:
+            return self._json(*refused)
+        if self.state.flavor == "azure" and model not in self.state.queues:
+            return self._json(404, {"error": {"code": "DeploymentNotFound", "message": (
+                "The API deployment for this resource does not exist. If you created the deployment within the "
+                "last 5 minutes, please wait a moment and try again.")}})
+        reply = self.state.next_reply(model or body.get("model", ""))
+        self._answer(body, reply if isinstance(reply, dict) else {"content": reply})
+
+    def _answer(self, body: dict[str, Any], reply: dict[str, Any]) -> None:
+        if self.state.closing.wait(float(reply.get("delay", 0))):
+            self.close_connection = True  # the server stops: hang up on a client still waiting
+            return
+        extra = dict(reply.get("headers") or {})
+        if int(reply.get("status", 200)) >= 400:
+            status = int(reply["status"])
+            return self._json(status, error_body(self.state.flavor, status, reply.get("content", "error")), extra)
+        if reply.get("fault") == "bad_body":
+            return self._raw(200, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>", extra)
+        usage = _usage(body, reply["content"])
+        if body.get("stream"):
+            return self._stream(body, reply, usage, extra)
+        self._json(200, _completion(body, reply["content"], usage), extra)
+
+    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._raw(status, "application/json", json.dumps(payload).encode(), headers)
+
+    def _raw(self, status: int, content_type: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, str(value))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, body: dict[str, Any], reply: dict[str, Any], usage: dict[str, int],
+                headers: dict[str, str]) -> None:
+        fault = reply.get("fault")
+        self.chunked = fault == "cut"  # a cut only shows as one in a body with framing
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding" if self.chunked else "Connection", "chunked" if self.chunked else "close")
+        for name, value in headers.items():
+            self.send_header(name, str(value))
+        self.end_headers()
+        self.close_connection = True
+        try:
+            if fault == "drip":
+                return self._drip(float(reply.get("chunk_delay") or 0.2))
+            self._pieces(body, reply)
+            if fault:
+                return self._fault(fault, reply)
+            self._event(_chunk(body, {}, finish="stop"))
             if (body.get("stream_options") or {}).get("include_usage"):
                 self._event({**_chunk(body, {}), "choices": [], "usage": usage})
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-            self.close_connection = True
+            self._write(b"data: [DONE]\n\n")
+            if self.chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):  # the client hung up (Stop, a deadline)
+            with self.state._lock:
+                self.state.hangups += 1
 
-        def _event(self, payload: dict[str, Any]) -> None:
-            self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
-            self.wfile.flush()
+    def _pieces(self, body: dict[str, Any], reply: dict[str, Any]) -> None:
+        text, size = reply["content"], int(reply.get("chunk_chars", 16))
+        if reply.get("fault") in ("bad_sse", "error_event", "cut"):
+            text = reply.get("partial", "Partial answer: ")  # what the listener saw before the fault
+        for i in range(0, len(text), size):
+            self._event(_chunk(body, {"content": text[i:i + size]}))
+            if reply.get("chunk_delay") and self.state.closing.wait(float(reply["chunk_delay"])):
+                return
 
-    return Handler
+    def _fault(self, fault: str, reply: dict[str, Any]) -> None:
+        if fault == "bad_sse":
+            self._write(b"data: {\"choices\": [{\"delta\": <not json>\n\n")
+        elif fault == "error_event":
+            self._event({"error": {"message": reply.get("content", "overloaded"), "type": "server_error"}})
+        # "cut": return without the end of the stream; the server closes the connection
+
+    def _drip(self, every: float) -> None:
+        while not self.state.closing.wait(every):
+            self._write(b": keep-alive\n\n")
+
+    def _event(self, payload: dict[str, Any]) -> None:
+        self._write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+    def _write(self, data: bytes) -> None:
+        if getattr(self, "chunked", False):
+            data = f"{len(data):x}\r\n".encode() + data + b"\r\n"
+        self.wfile.write(data)
+        self.wfile.flush()
+
+
+def _handler_for(server: ScriptedLLMServer) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"state": server})
 
 
 def _usage(body: dict[str, Any], text: str) -> dict[str, int]:

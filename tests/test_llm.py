@@ -38,7 +38,7 @@ def test_retries_5xx_and_429_then_succeeds(llm_server) -> None:
 
 def test_gives_up_after_the_configured_retries_with_a_clear_message(llm_server) -> None:
     llm_server.add("planner", *[{"status": 500, "content": "boom"}] * 3)
-    with pytest.raises(TaskWeaverLabError, match="after retries") as info:
+    with pytest.raises(TaskWeaverLabError, match="kept failing .HTTP 500, model planner. after 2 retries: boom") as info:
         make_llm(llm_server, llm_retries=2).complete("planner", MESSAGES)
     assert API_KEY not in str(info.value) and len(llm_server.requests) == 3
 
