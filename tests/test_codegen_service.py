@@ -75,6 +75,7 @@ def codegen_config(llm_server: Any, **extra: Any) -> dict[str, Any]:
 
 
 def test_codegen_writes_the_code_and_errors_go_back_as_error_resolution(llm_server, codegen, workspace: Path,
+                                                                        tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     llm_server.add("planner", plan_reply("Compute the mean of the 'units' column of sales.csv and print it."),
@@ -90,9 +91,10 @@ def test_codegen_writes_the_code_and_errors_go_back_as_error_resolution(llm_serv
         approvals.append(draft.code)
         return ("run", draft.code)
 
-    app = TaskWeaverApp(config=codegen_config(llm_server))
+    app = TaskWeaverApp(config=codegen_config(llm_server, trace_dir=str(tmp_path / "traces")))
     with app.create_session(notebook=workspace / "cg.ipynb") as session:
         answer = session.chat("mean units in sales.csv", approve=approve)
+        trace = (tmp_path / "traces" / f"{session.id}.jsonl").read_text()
         kernel_env = session.executor.execute("import os\nprint(repr(os.environ.get('CODEGEN_API_KEY')))", agent=False)
     assert answer.stop == "Completed", answer.text
     assert [r["model"] for r in llm_server.requests] == ["planner", "planner"]  # no Code Generator LLM call
@@ -109,7 +111,10 @@ def test_codegen_writes_the_code_and_errors_go_back_as_error_resolution(llm_serv
     assert str(mean) in json.dumps(llm_server.requests[-1]["messages"])  # the Planner saw the real result
     notebook = (workspace / "cg.ipynb").read_text()
     assert "round(s['units'].mean(), 4)" in notebook and "```" not in json.loads(notebook)["cells"][-2]["source"]
-    for where in (notebook, caplog.text, json.dumps(codegen.requests), kernel_env.summary):
+    service_calls = [json.loads(line) for line in trace.splitlines() if '"codegen_call"' in line]
+    assert [(c["request_type"], c["status"], c["ok"]) for c in service_calls] == [
+        ("generation", 200, True), ("error_resolution", 200, True), ("error_resolution", 200, True)]
+    for where in (notebook, caplog.text, json.dumps(codegen.requests), kernel_env.summary, trace):
         assert CODEGEN_KEY not in where and API_KEY not in where
     assert "None" in kernel_env.summary  # the kernel never had the key in its environment
 
@@ -137,6 +142,7 @@ def test_a_dead_service_is_named(llm_server, workspace: Path, monkeypatch: pytes
     app = TaskWeaverApp(config=codegen_config(llm_server, llm_retries=1))
     with app.create_session(notebook=workspace / "dead.ipynb") as session:
         answer = session.chat("rows of sales.csv")
+        assert session.tracer is None  # tracing is off by default
     assert answer.stop == "TaskFailure"
     assert "Cannot reach the Codegen service at http://127.0.0.1:9/generate" in answer.text
     assert "CODEGEN_API_ENDPOINT" in answer.text
