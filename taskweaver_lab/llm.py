@@ -299,7 +299,8 @@ class LLM:
             raise TaskWeaverLabError(f"The LLM endpoint {endpoint.where} lists no models "
                                      f"(HTTP {exc.status_code}: {errors.reason(exc)}).") from None
         except openai.APIError as exc:
-            raise TaskWeaverLabError(errors.unreachable(endpoint.where, "-", 0, exc)) from None
+            raise TaskWeaverLabError(f"Cannot reach the LLM endpoint {endpoint.where} to list its models: "
+                                     f"{type(exc).__name__}: {errors.reason(exc)}.") from None
 
 
 @dataclass

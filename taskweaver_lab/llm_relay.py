@@ -50,11 +50,13 @@ def relay(open_items: Callable[[], Iterable[T]], watch: Watch) -> Iterator[T]:
     left = threading.Event()
     worker = threading.Thread(target=_work, args=(open_items, channel, opened, left), name="llm-request", daemon=True)
     worker.start()
+    finished = False
     try:
         yield from _drain(channel, watch)
+        finished = True
     finally:
         left.set()
-        for items in list(opened):
+        for items in list(opened) if not finished else ():  # left early: the worker may still be reading
             hang_up(items)
 
 
