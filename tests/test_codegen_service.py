@@ -155,3 +155,25 @@ def test_no_endpoint_is_named(llm_server, workspace: Path, monkeypatch: pytest.M
     with app.create_session(notebook=workspace / "none.ipynb") as session:
         answer = session.chat("rows of sales.csv")
     assert answer.stop == "TaskFailure" and "no Codegen endpoint is set: set CODEGEN_API_ENDPOINT" in answer.text
+
+
+def test_the_guard_stops_service_code_the_verifier_let_through_and_the_block_goes_back(llm_server, codegen,
+                                                                                      workspace: Path,
+                                                                                      tmp_path_factory) -> None:
+    canary = tmp_path_factory.mktemp("outside") / "canary.csv"
+    canary.write_text("secret\ncanary-4f9e2d-outside-the-workspace\n")
+    hidden = str(canary)[::-1]  # built at run time: the verifier cannot see the path, the guard must stop it
+    llm_server.add("planner", plan_reply("Print the number of rows of sales.csv."),
+                   plan_reply("The row count is printed above.", send_to="User", stop="Completed"))
+    codegen.replies.extend([
+        {"generated_code": f"import pandas as pd\nplace = {hidden!r}[::-1]\nprint(pd.read_csv(place))"},
+        {"generated_code": "import pandas as pd\nprint(len(pd.read_csv('sales.csv')))"},
+    ])
+    app = TaskWeaverApp(config=codegen_config(llm_server))
+    with app.create_session(notebook=workspace / "guard.ipynb") as session:
+        answer = session.chat("rows of sales.csv")
+    assert answer.stop == "Completed"
+    blocked = codegen.requests[1]
+    assert blocked["request_type"] == "error_resolution" and "guard blocked" in blocked["error"]
+    assert "PermissionError" in blocked["error"]
+    assert "canary-4f9e2d" not in json.dumps(codegen.requests) + json.dumps(llm_server.requests)
