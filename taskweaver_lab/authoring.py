@@ -57,11 +57,12 @@ class PluginInfo:
     configurations: dict[str, Any] = field(default_factory=dict)
 
 
-def plugin(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+def plugin(func: Callable[..., Any] | None = None, *, save_to: str | Path | None = None, **options: Any) -> Any:
     """``@taskweaver_lab.plugin`` or ``@taskweaver_lab.plugin(name=..., description=..., examples=..., required=...)``.
 
     The function is returned unchanged (still callable as is); ``plugin_yaml(f)`` / ``write_plugin(f, folder)``
-    / ``jupyter taskweaver plugin from-function module:f`` turn it into a TaskWeaver plugin."""
+    / ``jupyter taskweaver plugin from-function module:f`` turn it into a TaskWeaver plugin. ``save_to=folder``
+    writes it there at once (handy in a notebook; add the folder to ``TaskWeaverLab.plugin_dirs``)."""
     unknown = set(options) - set(PluginInfo.__dataclass_fields__)
     if unknown:
         raise TypeError(f"taskweaver_lab.plugin got unknown options {sorted(unknown)}; "
@@ -71,6 +72,8 @@ def plugin(func: Callable[..., Any] | None = None, **options: Any) -> Any:
         if not inspect.isfunction(target):
             raise TypeError("taskweaver_lab.plugin decorates a plain function (def ...)")
         setattr(target, ATTRIBUTE, PluginInfo(**options))
+        if save_to is not None:
+            write_plugin(target, save_to, force=True)
         return target
 
     return mark(func) if func is not None else mark

@@ -103,8 +103,8 @@ def _apply_settings(config: TaskWeaverLab, data: dict[str, Any], explicit: set[s
     for key, (name, convert) in SUPPORTED.items():
         if key not in data or name in explicit:
             continue
-        if data[key] is None and key != "llm.response_format":
-            continue  # null: TaskWeaver's default, ours stays
+        if data[key] in (None, "") and key != "llm.response_format":
+            continue  # null or "" (TaskWeaver's stock project has "llm.api_key": ""): our default (env) stays
         try:
             setattr(config, name, convert(data[key]))
         except (TraitError, TaskWeaverLabError, ValueError, TypeError) as exc:

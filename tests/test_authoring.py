@@ -135,6 +135,15 @@ def test_the_decorator_leaves_the_function_callable_and_reads_rest_docstrings(tm
     assert "def scale(" in py_path.read_text() and "@taskweaver_lab.plugin" not in py_path.read_text()
     assert load_plugins([str(tmp_path)], include_builtins=False)[0][0].name == "scale"
 
+    @taskweaver_lab.plugin(save_to=tmp_path / "saved", name="shift")
+    def add(values: list[float], offset: float = 1.0) -> list[float]:
+        """Add an offset to every value."""
+        return [v + offset for v in values]
+
+    specs, errors = load_plugins([str(tmp_path / "saved")], include_builtins=False)
+    assert errors == [] and specs[0].signature() == "shift(values: list[float], offset: float = 1.0) -> list[float]"
+    assert "def shift(values" in specs[0].source and add([1.0]) == [2.0]
+
 
 def test_no_docstring_is_refused_with_the_reason() -> None:
     def bare(x: int) -> int:

@@ -169,6 +169,9 @@ def test_explicit_settings_and_taskweaver_env_names_win_over_the_file(llm_server
     assert config.plugin_dirs[0] == str(project / "plugins")
     config = TaskWeaverApp(config={"app_dir": str(project), "model": "explicit"}).config
     assert config.model == "explicit"
+    stock = write_project(tmp_path / "stock", llm_server.base_url, **{"llm.api_key": ""})  # TaskWeaver's stock file
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment-123")
+    assert TaskWeaverApp(config={"app_dir": str(stock)}).config.api_key == "sk-from-the-environment-123"
 
 
 def test_unsupported_values_are_named_and_bad_projects_refused(llm_server, tmp_path: Path) -> None:
