@@ -80,7 +80,8 @@ def read_project_config(app_dir: Path) -> dict[str, Any]:
 
 
 def apply_project(config: TaskWeaverLab) -> list[str]:
-    """Load ``config.app_dir`` into ``config`` (in place). Returns warnings (at most one); raises for a bad project."""
+    """Load ``config.app_dir`` into ``config`` (in place). Returns warnings (unsupported keys; a project where
+    generated code could rewrite it); raises for a bad project."""
     if not config.app_dir:
         return []
     app_dir = Path(config.app_dir).expanduser().resolve()
@@ -94,9 +95,19 @@ def apply_project(config: TaskWeaverLab) -> list[str]:
     _add_folders(config, data, app_dir)
     known = set(SUPPORTED) | set(_FOLDER_KEYS) | set(_CHECKED_KEYS)
     ignored += sorted(key for key in data if key not in known)
-    if not ignored:
+    warnings = [f"{app_dir / CONFIG_FILE}: not supported here, ignored: {', '.join(ignored)}."] if ignored else []
+    return warnings + _writable_warning(app_dir)
+
+
+def _writable_warning(app_dir: Path) -> list[str]:
+    """The project's config (its endpoint, its key) and plugin code are trusted at start-up: a project inside the
+    folder notebooks run in can be rewritten by generated code (the guard lets agent code write there)."""
+    here = Path.cwd().resolve()
+    if not app_dir.is_relative_to(here):
         return []
-    return [f"{app_dir / CONFIG_FILE}: not supported here, ignored: {', '.join(ignored)}."]
+    return [f"The TaskWeaver project {app_dir} is inside the folder Jupyter runs in ({here}): code generated in a "
+            "notebook there could change its taskweaver_config.json or plugins before the next start; keep the "
+            "project outside the notebooks' folders."]
 
 
 def _apply_settings(config: TaskWeaverLab, data: dict[str, Any], explicit: set[str], app_dir: Path) -> None:

@@ -177,7 +177,7 @@ def test_explicit_settings_and_taskweaver_env_names_win_over_the_file(llm_server
 def test_unsupported_values_are_named_and_bad_projects_refused(llm_server, tmp_path: Path) -> None:
     project = write_project(tmp_path, llm_server.base_url, **{"llm.api_type": "azure",
                                                              "code_interpreter.code_verification_on": False})
-    warning, = TaskWeaverApp(config={"app_dir": str(project)}).load_errors
+    warning, = TaskWeaverApp(config={"app_dir": str(project)}).load_errors  # cwd is not above the project
     assert "llm.api_type=azure" in warning and "code_verification_on=false (generated code is always verified" in warning
     with pytest.raises(TaskWeaverLabError, match="is not a folder: point it at a TaskWeaver project"):
         TaskWeaverApp(config={"app_dir": str(tmp_path / "nowhere")})
@@ -202,4 +202,6 @@ def test_the_command_line_flag(llm_server, tmp_path: Path) -> None:
     assert result.stdout.strip() == "Hello from the project's model."
     warnings = [line for line in result.stderr.splitlines() if "not supported here, ignored" in line]
     assert len(warnings) == 1 and "llm.embedding_model" in warnings[0]
+    # run from the folder holding the project: generated code could rewrite it, and the user is told so
+    assert f"The TaskWeaver project {project} is inside the folder Jupyter runs in" in result.stderr
     assert textwrap.dedent(API_KEY) not in result.stdout + result.stderr
