@@ -172,7 +172,11 @@ class LLM:
         users_own = bool(choices.base_url) and url.rstrip("/") != server_url.rstrip("/")
         start = "json_schema" if self.config.response_format == "auto" else self.config.response_format
         where = url or "the default OpenAI endpoint"
-        options: dict[str, Any] = {"timeout": self.config.llm_timeout, "max_retries": 0}
+        # Silence is bounded by the deadline, not by llm_timeout alone: a local model may read a long prompt for
+        # minutes before its first byte (the relay reports the wait, and Stop ends it).
+        timeout = openai.Timeout(max(self.config.llm_timeout, self.config.llm_deadline),
+                                 connect=min(self.config.llm_timeout, 30.0))
+        options: dict[str, Any] = {"timeout": timeout, "max_retries": 0}
         if not users_own and self.config.azure_endpoint:
             key = self.config.api_key or os.environ.get("AZURE_OPENAI_API_KEY", "")
             if not key:

@@ -189,6 +189,12 @@ def test_a_long_first_token_wait_shows_progress_not_an_error(llm_server: Scripte
     assert all(isinstance(s, Notice) for s in seen[:first_text])  # progress only before the reply starts
 
 
+def test_a_first_token_slower_than_llm_timeout_is_awaited_until_the_deadline(llm_server: ScriptedLLMServer) -> None:
+    llm_server.add("planner", {"content": "worth the wait", "delay": 3})
+    reply = make_llm(llm_server, llm_timeout=1, llm_deadline=120, llm_retries=0).complete("planner", MESSAGES)
+    assert reply.text == "worth the wait" and len(llm_server.requests) == 1
+
+
 # --- item 16 (the LLM half): a context-length error is what it is ---------------------------------------
 def test_context_length_error_is_named_and_keeps_json_schema() -> None:
     with ScriptedLLMServer({"planner": ['{"a": 1}']}, context_chars=2000) as server:
