@@ -197,7 +197,11 @@ def plugin_source(func: Callable[..., Any], name: str) -> str:
     target = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
                    and n.name == func.__name__ and _first_line(n) <= func.__code__.co_firstlineno <= n.end_lineno), None)
     if target is None:
-        own = textwrap.dedent(inspect.getsource(func))
+        try:
+            own = textwrap.dedent(inspect.getsource(func))
+        except (OSError, TypeError):
+            raise TaskWeaverLabError(f"Cannot read the source of {func.__name__} (typed at an interactive prompt?): "
+                                     "define it in a .py file or a notebook cell.") from None
         definition, helpers = _segment(own, ast.parse(own).body[0], skip_decorators=True), []
     else:
         definition = _segment(source, target, skip_decorators=True)
@@ -264,9 +268,10 @@ def write_plugin(func: Callable[..., Any], folder: str | Path, force: bool = Fal
     existing = [str(p) for p in (yaml_path, py_path) if p.exists()]
     if existing and not force:
         raise TaskWeaverLabError(f"{' and '.join(existing)} already exist; pass --force to overwrite them.")
+    code = source or plugin_source(func, fields["name"])  # before writing anything: never half a pair
     target.mkdir(parents=True, exist_ok=True)
     yaml_path.write_text(yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
-    py_path.write_text(source or plugin_source(func, fields["name"]), encoding="utf-8")
+    py_path.write_text(code, encoding="utf-8")
     spec, problems = load_plugin(yaml_path)
     if spec is None:
         raise TaskWeaverLabError(f"The plugin written to {yaml_path} does not load: {'; '.join(problems)}")

@@ -152,3 +152,33 @@ def test_no_docstring_is_refused_with_the_reason() -> None:
     with pytest.raises(TaskWeaverLabError, match="bare has no docstring: its first paragraph becomes"):
         plugin_fields(bare)
     assert parse_docstring("Summary.\n\nArgs:\n    x: an x\n      continued").params == {"x": "an x continued"}
+
+
+def test_the_decorator_in_a_notebook_cell_of_a_real_kernel(tmp_path: Path) -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    cell = '''
+import taskweaver_lab
+
+@taskweaver_lab.plugin(save_to="nb_plugins")
+def shout(text: str, times: int = 1) -> str:
+    """Upper-case a text and repeat it.
+
+    Args:
+        text: what to shout.
+        times: how often.
+    """
+    return " ".join([text.upper()] * times)
+
+print(shout("hi", 2))
+'''
+    manager, client = start_new_kernel(cwd=str(tmp_path))
+    try:
+        reply = client.execute_interactive(cell, timeout=120, output_hook=lambda msg: None)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    specs, errors = load_plugins([str(tmp_path / "nb_plugins")], include_builtins=False)
+    assert errors == [] and specs[0].signature() == "shout(text: str, times: int = 1) -> str"
+    assert specs[0].parameters[0]["description"] == "what to shout." and "@register_plugin\ndef shout(" in specs[0].source
