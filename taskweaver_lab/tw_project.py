@@ -56,7 +56,7 @@ for _prefix in _VERIFICATION_PREFIXES:
     SUPPORTED[_prefix + "blocked_functions"] = ("blocked_functions", _str_list)
 # Keys read for folders or checks, not mapped onto one setting.
 _FOLDER_KEYS = ("plugin.base_path", "planner.example_base_path", "code_generator.example_base_path")
-_CHECKED_KEYS = ("llm.api_type", "session.roles", "code_interpreter.code_verification_on",
+_CHECKED_KEYS = ("llm.api_type", "llm.api_version", "session.roles", "code_interpreter.code_verification_on",
                  "code_verification.code_verification_on")
 
 
@@ -126,8 +126,15 @@ def _apply_checks(config: TaskWeaverLab, data: dict[str, Any], explicit: set[str
     """Keys whose meaning we honour only in part; what we cannot honour is named."""
     ignored = []
     api_type = data.get("llm.api_type")
-    if api_type not in (None, "openai"):
-        ignored.append(f"llm.api_type={api_type} (only OpenAI-compatible endpoints: set llm.api_base to one)")
+    if api_type == "azure":  # Azure OpenAI: llm.api_base is the resource, llm.model the deployment
+        if "azure_endpoint" not in explicit and data.get("llm.api_base"):
+            config.azure_endpoint = str(data["llm.api_base"])
+        if "azure_api_version" not in explicit and data.get("llm.api_version"):
+            config.azure_api_version = str(data["llm.api_version"])
+    elif api_type not in (None, "openai"):
+        ignored.append(f"llm.api_type={api_type} (OpenAI-compatible endpoints and Azure OpenAI with an api key only)")
+    if data.get("llm.api_version") and api_type != "azure":
+        ignored.append("llm.api_version (used with llm.api_type=azure only)")
     for prefix in _VERIFICATION_PREFIXES:
         if data.get(prefix + "code_verification_on") is False:
             ignored.append(f"{prefix}code_verification_on=false (generated code is always verified here)")

@@ -175,10 +175,15 @@ def test_explicit_settings_and_taskweaver_env_names_win_over_the_file(llm_server
 
 
 def test_unsupported_values_are_named_and_bad_projects_refused(llm_server, tmp_path: Path) -> None:
-    project = write_project(tmp_path, llm_server.base_url, **{"llm.api_type": "azure",
+    project = write_project(tmp_path, llm_server.base_url, **{"llm.api_type": "azure_ad",
                                                              "code_interpreter.code_verification_on": False})
     warning, = TaskWeaverApp(config={"app_dir": str(project)}).load_errors  # cwd is not above the project
-    assert "llm.api_type=azure" in warning and "code_verification_on=false (generated code is always verified" in warning
+    assert "llm.api_type=azure_ad" in warning and "code_verification_on=false (generated code is always verified" in warning
+    azure = write_project(tmp_path / "azure", "https://myres.openai.azure.com",
+                          **{"llm.api_type": "azure", "llm.api_version": "2024-06-01"})
+    app = TaskWeaverApp(config={"app_dir": str(azure)})
+    assert (app.config.azure_endpoint, app.config.azure_api_version) == ("https://myres.openai.azure.com", "2024-06-01")
+    assert "llm.api_type" not in " ".join(app.load_errors) and "llm.api_version" not in " ".join(app.load_errors)
     with pytest.raises(TaskWeaverLabError, match="is not a folder: point it at a TaskWeaver project"):
         TaskWeaverApp(config={"app_dir": str(tmp_path / "nowhere")})
     with pytest.raises(TaskWeaverLabError, match="No taskweaver_config.json in"):
