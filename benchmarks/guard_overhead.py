@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "kernel_side" / "guard.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from taskweaver_lab.kernel_side.guard import shipped_source  # noqa: E402
 
 OVERHEAD_SCRIPT = """
 import sys, time, types
@@ -50,7 +51,9 @@ print(per_workload, base_work, inactive_work, active_work, base_ids, inactive_id
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:  # the workload writes a CSV
-        out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(GUARD_PATH)], capture_output=True, text=True,
+        shipped = Path(scratch) / "guard_source.py"   # guard_rules.py + guard.py, as the kernel gets it
+        shipped.write_text(shipped_source())
+        out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(shipped)], capture_output=True, text=True,
                              timeout=300, cwd=scratch)
     if out.returncode != 0:
         print(out.stderr, file=sys.stderr)

@@ -104,9 +104,22 @@ def _authorize(action: int, arg1, arg2, db_name, trigger) -> int:
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
 
 
+def workspace_file(path_text: str) -> Path:
+    """The SQLite file ``path_text`` names, which must lie inside the working directory (the workspace):
+    no absolute paths elsewhere, no ``..`` or symlinks out, no ``file:`` URIs (their options could reopen it)."""
+    if path_text.lower().startswith("file:"):
+        raise ValueError("sql_pull_data refused the database: give the SQLite file's path relative to the working "
+                         f"directory, not a file: URI ({path_text!r})")
+    workspace = Path.cwd().resolve()
+    path = (workspace / Path(path_text).expanduser()).resolve()
+    if path != workspace and workspace not in path.parents:
+        raise ValueError(f"sql_pull_data refused the database {path_text!r}: only SQLite files inside the working "
+                         f"directory {workspace} can be read; copy the file there")
+    return path
+
+
 def open_sqlite_read_only(path_text: str) -> sqlite3.Connection:
-    path = Path(path_text).expanduser()
-    path = path if path.is_absolute() else Path.cwd() / path
+    path = workspace_file(path_text)
     if not path.is_file():
         nearby = sorted(p.name for p in Path.cwd().glob("*.db")) + sorted(p.name for p in Path.cwd().glob("*.sqlite*"))
         hint = f"; SQLite files here: {', '.join(nearby)}" if nearby else ""
@@ -181,6 +194,9 @@ class SqlPullData(Plugin):
         check_read_only(query)
         max_rows = self._max_rows()
         file_path = database if "://" not in database else sqlite_file_of(database)
+        if file_path is None and database.lower().startswith("sqlite"):
+            raise ValueError("sql_pull_data refused the database: a SQLite URL must be sqlite:///<file in the "
+                             f"working directory> without options, got {database!r}")
         if file_path is not None:
             columns, rows = fetch_sqlite(file_path, query, max_rows)
         else:

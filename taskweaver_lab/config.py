@@ -6,6 +6,7 @@ The same section is read by ``jupyter lab``/``jupyter server`` (server extension
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ DEFAULT_SCRUB_ENV = [
     "OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_KEY", "ANTHROPIC_API_KEY",
     "OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "JUPYTER_TOKEN", "JPY_API_TOKEN", "TASKWEAVER_LAB_*",
     "CODEGEN_API_KEY", "LLM_API_KEY",
+    # common credentials of other services (issue 11): never in a kernel, so no template can reach them
+    "AWS_*", "AZURE_*", "GOOGLE_*", "GCLOUD_*", "HF_TOKEN", "HF_*TOKEN*", "HUGGING*", "GITHUB_TOKEN", "GH_*",
+    "GITLAB_*", "ANTHROPIC_*", "MISTRAL_*", "COHERE_*", "GROQ_*", "TOGETHER_*", "OPENROUTER_*", "DEEPSEEK_*",
+    "*_API_KEY", "*_APIKEY", "*_TOKEN", "*_SECRET*", "*PASSWORD*", "*_PASSWD", "*_CREDENTIALS", "*_ACCESS_KEY*",
 ]
 
 
@@ -174,29 +179,46 @@ SETTINGS_HINT = (
 # Set in the kernels of a server running the extension: where %%taskweaver joins the notebook's session.
 SERVER_URL_ENV = "TASKWEAVER_LAB_SERVER_URL"
 CONFIG_FILE_NAMES = ("jupyter_taskweaver_config", "jupyter_server_config")
+# A config file the user names explicitly (the only way a file outside the Jupyter config dirs is read).
+CONFIG_FILE_ENV = "TASKWEAVER_LAB_CONFIG"
 
 
-def load_config_files(extra_dirs: list[str] | None = None) -> Config:
-    """Read the TaskWeaverLab section from the usual Jupyter config files (lowest priority first)."""
+def load_config_files(extra_dirs: list[str] | None = None, config_file: str | None = None) -> Config:
+    """Read the TaskWeaverLab section from the Jupyter config dirs (lowest priority first), then ``config_file``
+    or $TASKWEAVER_LAB_CONFIG. Never from the working directory: agent code can write there (issue 11)."""
     from jupyter_core.paths import jupyter_config_path
 
     merged = Config()
-    dirs = list(reversed(jupyter_config_path())) + list(extra_dirs or []) + [os.getcwd()]
-    for directory in dirs:
-        for name in CONFIG_FILE_NAMES:
-            for loader_cls, ext in ((JSONFileConfigLoader, ".json"), (PyFileConfigLoader, ".py")):
-                if not (Path(directory) / (name + ext)).is_file():
-                    continue
-                try:
-                    merged.merge(loader_cls(name + ext, path=directory).load_config())
-                except ConfigFileNotFound:
-                    continue
-                except Exception as exc:  # a broken user config file must say where it is
-                    raise TaskWeaverLabError(f"Cannot read {Path(directory) / (name + ext)}: {exc}") from exc
+    dirs = list(reversed(jupyter_config_path())) + list(extra_dirs or [])
+    files = [Path(d) / (name + ext) for d in dirs for name in CONFIG_FILE_NAMES for ext in (".json", ".py")]
+    explicit = config_file or os.environ.get(CONFIG_FILE_ENV, "")
+    if explicit and not Path(explicit).is_file():
+        raise TaskWeaverLabError(f"Config file {explicit} (from {'--config' if config_file else CONFIG_FILE_ENV}) "
+                                 "does not exist: give the path of a .py or .json file.")
+    for path in files + ([Path(explicit)] if explicit else []):
+        if not path.is_file():
+            continue
+        loader_cls = JSONFileConfigLoader if path.suffix == ".json" else PyFileConfigLoader
+        try:
+            merged.merge(loader_cls(path.name, path=str(path.parent)).load_config())
+        except ConfigFileNotFound:
+            continue
+        except Exception as exc:  # a broken user config file must say where it is
+            raise TaskWeaverLabError(f"Cannot read {path}: {exc}") from exc
+    _warn_ignored_local_config(files + ([Path(explicit)] if explicit else []))
     section = Config()
     if "TaskWeaverLab" in merged:
         section.TaskWeaverLab = merged.TaskWeaverLab
     return section
+
+
+def _warn_ignored_local_config(read: list[Path]) -> None:
+    local = [Path.cwd() / (n + e) for n in CONFIG_FILE_NAMES[:1] for e in (".py", ".json")]
+    for path in local:
+        if path.is_file() and path not in read:
+            logging.getLogger("taskweaver_lab").warning(
+                "%s is not loaded (a config file in the working directory could have been written by generated "
+                "code): pass it explicitly with %s=%s or move it to ~/.jupyter.", path, CONFIG_FILE_ENV, path)
 
 
 def make_config(overrides: dict[str, Any] | None = None, base: Config | None = None) -> TaskWeaverLab:

@@ -19,6 +19,9 @@ _SECRET_PATTERNS = [
     re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),                              # AWS access key id
     re.compile(r"(?i)(?<=aws_secret_access_key)[\s=:\"']+[A-Za-z0-9/+]{40}"),  # AWS secret after its name
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),                              # GitHub tokens
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{30,}"),                              # GitHub fine-grained tokens
+    re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"),                                   # GitLab tokens
+    re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),                                     # Hugging Face tokens
     re.compile(r"\bxox[abpr]-[A-Za-z0-9-]{10,}\b"),                             # Slack tokens
     re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"),                                  # Google API keys
     re.compile(r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),  # JWTs

@@ -11,7 +11,7 @@ import pytest
 
 from security.harness import CANARY_FILE_TEXT, AgentKernel, Canaries
 
-GUARD_PATH = Path(__file__).resolve().parents[1] / "taskweaver_lab" / "kernel_side" / "guard.py"
+from taskweaver_lab.kernel_side.guard import shipped_source
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_silent_agent_requests_are_guarded_too(kernel: AgentKernel, canaries: Ca
                "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
     msg = kernel.client.session.msg("execute_request", content, metadata={"taskweaver_lab": {"agent": True}})
     kernel.client.shell_channel.send(msg)
-    reply = kernel.client.get_shell_msg(timeout=30)
+    reply = kernel.shell_reply(msg["header"]["msg_id"])
     assert reply["content"]["status"] == "error"
     assert "taskweaver_lab guard blocked open" in reply["content"]["evalue"]
 
@@ -114,10 +114,12 @@ def test_agent_context_in_process_and_install_is_idempotent(tmp_path: Path) -> N
     secret.write_text("s")
     workspace = tmp_path / "ws"
     workspace.mkdir()
+    shipped = tmp_path / "guard_source.py"
+    shipped.write_text(shipped_source())
     script = textwrap.dedent(f"""
         import types, sys
         m = types.ModuleType("_taskweaver_lab_guard")
-        exec(compile(open({str(GUARD_PATH)!r}).read(), "<taskweaver_lab guard>", "exec"), m.__dict__)
+        exec(compile(open({str(shipped)!r}).read(), "<taskweaver_lab guard>", "exec"), m.__dict__)
         m.install(workspace={str(workspace)!r}); m.install(workspace={str(workspace)!r})
         print(open({str(secret)!r}).read())
         with m.agent_context():

@@ -1,270 +1,62 @@
 """Kernel-side runtime guard: a PEP 578 audit hook active only while agent code runs.
 
-STDLIB ONLY and self-contained: the executor runs this file's source inside the user's kernel as
-the private module ``_taskweaver_lab_guard`` and calls ``install(workspace=...)`` once.
+STDLIB ONLY: the executor runs ``shipped_source()`` (guard_rules.py, then this file) inside the user's
+kernel as the private module ``_taskweaver_lab_guard`` and calls ``install(workspace=...)`` once.
 
-Second of three layers (verifier -> this guard -> optional OS sandbox). It sees what the code
-*does* (open, sockets, processes, native code, unpickling) whatever the spelling the verifier saw.
-It switches on for execute_requests whose metadata says ``{"taskweaver_lab": {"agent": true}}``
-(IPython ``pre_execute``/``post_execute`` events: unlike ``*_run_cell`` they also fire for silent
-requests), for threads those cells start, and inside ``agent_context()``. The user's own cells and
-the kernel's own threads are never affected.
-
-State lives in closures, not module globals: there is no public "off" switch. Deregistering our
-IPython callbacks or patching the kernel's parent lookup is detected and the guard then stays on
-for every cell (fail closed). A Python-level attacker with unrestricted introspection could still
-reach closure cells; that is why the verifier forbids dunders/introspection in front of this layer
-and the OS sandbox sits behind it.
+It sees what code *does* (open, sockets, processes, native code, unpickling) whatever the spelling.
+On for: execute_requests whose metadata says ``{"taskweaver_lab": {"agent": true}}`` (IPython
+``pre_execute``/``post_execute``, which also fire for silent requests), threads they start, IPython callbacks
+they register, ``agent_context()``, every ``user_expressions`` evaluation (the helper's report touches agent
+objects), and the kernel's own threads (IOPub, control, subshells) unless they handle a user request.
+Tampering seen after an agent cell keeps it on for every cell (fail closed). Defence in depth against
+mistakes and injected data, not an isolation boundary (``__closure__`` reaches it): the sandbox kernel is.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
-import os
-import posixpath
-import stat as _stat
+import importlib
 import sys
 import tempfile
 import threading
+import _posixsubprocess
 import _thread
 from typing import Any, Callable, Iterator
+
+if __package__:   # imported from the package; shipped, guard_rules.py's source ran first in this module
+    _rules = importlib.import_module(__package__ + ".guard_rules")
+    (ALLOWED_COMMANDS, _HELPER_MODULE, _MACHINERY_EXEMPT, _Paths, _Policy, _default_read_roots, _library_write_roots,
+     _protected_dirs) = (_rules.ALLOWED_COMMANDS, _rules._HELPER_MODULE, _rules._MACHINERY_EXEMPT, _rules._Paths,
+                         _rules._Policy, _rules._default_read_roots, _rules._library_write_roots, _rules._protected_dirs)
 
 MODULE_NAME = "_taskweaver_lab_guard"
 _MARK = "_taskweaver_lab_guard_installed"   # attribute on ``sys``: one hook per process
 
-# Exact argv of helper programs that trusted libraries run (matplotlib's font cache, loky's core count).
-ALLOWED_COMMANDS = frozenset({
-    ("fc-list", "--help"), ("fc-list", "--format=%{file}\\n"), ("lscpu", "--parse=core"),
-})
-# Symbols threadpoolctl (scikit-learn) looks up to size BLAS/OpenMP thread pools.
-_SAFE_SYMBOL_PREFIXES = ("openblas_", "scipy_openblas_", "omp_", "mkl_", "MKL_", "bli_", "blis_", "flexiblas_",
-                         "goto_", "kmp_")
-_SAFE_SYMBOLS = frozenset({"dl_iterate_phdr", "gnu_get_libc_version"})
-_ENV_NAMES_DENIED = ("PATH", "LD_", "PYTHON", "HOME", "MPLCONFIGDIR")
-_NETWORK_PREFIXES = ("socket.", "http.client.", "urllib.", "ftplib.", "smtplib.", "imaplib.", "poplib.",
-                     "nntplib.", "telnetlib.", "webbrowser.")
-_PROCESS_EVENTS = frozenset({"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-                             "pty.spawn", "os.startfile", "os.kill", "os.killpg", "signal.pthread_kill",
-                             "_thread.start_new_thread/raw"})
-_ALWAYS_BLOCKED = frozenset({"pickle.find_class", "sys.addaudithook", "sys.settrace", "sys.setprofile",
-                             "sys._current_frames", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-                             "ctypes.cdata", "ctypes.cdata/buffer", "ctypes.string_at", "ctypes.wstring_at",
-                             "ctypes.call_function", "ctypes.PyObj_FromPtr", "ctypes.dlsym/handle",
-                             "sqlite3.enable_load_extension", "sqlite3.load_extension", "os.add_dll_directory",
-                             "os.mkfifo", "os.mknod"})
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-
-
-def _blocked(event: str, detail: Any) -> PermissionError:
-    return PermissionError(f"taskweaver_lab guard blocked {event}: {str(detail)[:200]}")
-
-
-class _Paths:
-    """Resolves paths with C functions captured at install, so patched ``os`` functions can't lie."""
-
-    def __init__(self, workspace: str, read_roots: list[str], write_roots: list[str]) -> None:
-        self._lstat, self._readlink, self._getcwd = os.lstat, os.readlink, os.getcwd
-        self._fsdecode, self._is_link = os.fsdecode, _stat.S_ISLNK
-        self.workspace = self.resolve(workspace)
-        self.write_roots = tuple({self.resolve(p) for p in [workspace, *write_roots]})
-        self.read_roots = tuple({self.resolve(p) for p in [*self.write_roots, *read_roots]})
-
-    def resolve(self, path: Any) -> str:
-        """Absolute, normalized, symlinks resolved (as far as they exist)."""
-        text = path if isinstance(path, str) else self._fsdecode(path)
-        if not text.startswith("/"):
-            text = self._getcwd() + "/" + text
-        parts, resolved, hops = text.split("/"), "", 0
-        while parts:
-            part = parts.pop(0)
-            if part in ("", "."):
-                continue
-            if part == "..":
-                resolved = resolved.rsplit("/", 1)[0]
-                continue
-            candidate = resolved + "/" + part
-            try:
-                is_link = self._is_link(self._lstat(candidate).st_mode)
-            except OSError:
-                is_link = False
-            if is_link and hops < 40:
-                hops += 1
-                target = self._readlink(candidate)
-                resolved = "" if target.startswith("/") else resolved
-                parts = [p for p in target.split("/")] + parts
-                continue
-            resolved = candidate
-        return resolved or "/"
-
-    @staticmethod
-    def _under(path: str, roots: tuple[str, ...]) -> bool:
-        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-    def check(self, event: str, path: Any, write: bool) -> None:
-        if isinstance(path, int) or path is None:
-            return   # an already-open descriptor, or "no path" (e.g. a pipe)
-        full = self.resolve(path)
-        if not self._under(full, self.write_roots if write else self.read_roots):
-            where = "outside the workspace" if write else "outside the workspace and library folders"
-            raise _blocked(event, f"{'writing' if write else 'reading'} {full} ({where} {self.workspace})")
-
-
-def _default_read_roots() -> list[str]:
-    import site
-    import sysconfig
-
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values()}
-    with contextlib.suppress(Exception):
-        roots.update(site.getsitepackages())
-    with contextlib.suppress(Exception):
-        roots.add(site.getusersitepackages())
-    home = os.path.expanduser("~")
-    # import-path folders (e.g. an editable install) are listed and read by every import
-    roots.update(p for p in sys.path if p.startswith("/") and p != "/" and not (home + "/").startswith(p.rstrip("/") + "/"))
-    roots.update({"/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share", "/etc/fonts",
-                  "/etc/localtime", "/etc/timezone", "/sys/fs/cgroup", "/proc/cpuinfo", "/proc/meminfo",
-                  f"/proc/{os.getpid()}/maps", "/dev/null", "/dev/urandom",
-                  # ipykernel names cells /tmp/ipykernel_<pid>/<hash>.py; tracebacks read them
-                  f"{tempfile.gettempdir()}/ipykernel_{os.getpid()}",
-                  f"{home}/.fonts", f"{home}/.local/share/fonts",
-                  # matplotlib's first font-cache build (fresh HOME) lists these system font folders
-                  "/usr/X11R6/lib/X11/fonts", "/usr/X11/lib/X11/fonts", "/usr/local/share/fonts", "/opt/X11/share/fonts",
-                  "/usr/openwin/lib/X11/fonts", "/Library/Fonts", "/System/Library/Fonts", "/Network/Library/Fonts"})
-    return sorted(r for r in roots if r)
-
-
-def _library_write_roots() -> list[str]:
-    """Cache folders libraries write on first use (matplotlib's font cache)."""
-    home = os.path.expanduser("~")
-    cache = os.environ.get("XDG_CACHE_HOME") or f"{home}/.cache"
-    config = os.environ.get("XDG_CONFIG_HOME") or f"{home}/.config"
-    roots = [f"{cache}/matplotlib", f"{config}/matplotlib"]
-    if os.environ.get("MPLCONFIGDIR"):
-        roots.append(os.environ["MPLCONFIGDIR"])
-    return roots
-
-
-class _Policy:
-    """Decides one audit event for agent code; raises PermissionError to block it."""
-
-    def __init__(self, paths: _Paths, getframe: Callable[..., Any]) -> None:
-        self.paths = paths
-        self.getframe = getframe
-        self.exec_path = os.get_exec_path
-        self.handlers: dict[str, Callable[[str, tuple], None]] = {
-            "open": self.on_open,
-            "os.listdir": self.on_read_path, "os.scandir": self.on_read_path, "os.walk": self.on_read_path,
-            "glob.glob": self.on_read_path, "glob.glob/2": self.on_read_path, "os.chdir": self.on_read_path,
-            "os.remove": self.on_write_path, "os.rmdir": self.on_write_path, "os.truncate": self.on_write_path,
-            "os.chmod": self.on_write_path, "os.chown": self.on_write_path, "os.utime": self.on_write_path,
-            "os.mkdir": self.on_mkdir, "shutil.rmtree": self.on_write_path, "shutil.chown": self.on_write_path,
-            "os.rename": self.on_write_both, "os.link": self.on_write_both, "os.symlink": self.on_symlink,
-            "shutil.copyfile": self.on_copy, "shutil.copymode": self.on_copy, "shutil.copystat": self.on_copy,
-            "shutil.copytree": self.on_copy, "shutil.move": self.on_write_both,
-            "shutil.make_archive": self.on_block, "shutil.unpack_archive": self.on_block,
-            "tempfile.mkstemp": self.on_write_path, "tempfile.mkdtemp": self.on_write_path,
-            "sqlite3.connect": self.on_write_path, "subprocess.Popen": self.on_popen,
-            "ctypes.dlopen": self.on_dlopen, "ctypes.dlsym": self.on_dlsym,
-            "os.putenv": self.on_putenv, "os.unsetenv": self.on_putenv,
-        }
-
-    def decide(self, event: str, args: tuple) -> None:
-        handler = self.handlers.get(event)
-        if handler is not None:
-            handler(event, args)
-        elif event in _ALWAYS_BLOCKED or event in _PROCESS_EVENTS:
-            raise _blocked(event, "not allowed in agent code")
-        elif event.startswith(_NETWORK_PREFIXES):
-            raise _blocked(event, f"network access is not allowed ({args[1:2] or args[:1]})")
-
-    def on_open(self, event: str, args: tuple) -> None:
-        path, mode, flags = (tuple(args) + (None, None))[:3]
-        write = bool(flags & _WRITE_FLAGS) if isinstance(flags, int) else any(c in (mode or "") for c in "wax+")
-        self.paths.check(event, path, write)
-
-    def on_read_path(self, event: str, args: tuple) -> None:
-        if args and isinstance(args[0], (str, bytes, os.PathLike)):
-            target = args[0] if event != "os.chdir" else args[0]
-            self.paths.check(event, target, write=event == "os.chdir")
-
-    def on_write_path(self, event: str, args: tuple) -> None:
-        if args and args[0] not in (":memory:", b":memory:", ""):
-            self.paths.check(event, args[0], write=True)
-
-    def on_mkdir(self, event: str, args: tuple) -> None:
-        full = self.paths.resolve(args[0])
-        if any(root.startswith(full.rstrip("/") + "/") for root in self.paths.write_roots):
-            return   # creating a parent of a library cache folder (first matplotlib import)
-        self.paths.check(event, args[0], write=True)
-
-    def on_write_both(self, event: str, args: tuple) -> None:
-        for path in args[:2]:
-            self.paths.check(event, path, write=True)
-
-    def on_symlink(self, event: str, args: tuple) -> None:
-        self.paths.check(event, args[1], write=True)
-        # a link inside the workspace pointing out would turn later reads into reads elsewhere
-        self.paths.check(event, posixpath.join(posixpath.dirname(self.paths.resolve(args[1])), os.fsdecode(args[0])),
-                         write=True)
-
-    def on_copy(self, event: str, args: tuple) -> None:
-        self.paths.check(event, args[0], write=False)
-        self.paths.check(event, args[1], write=True)
-
-    def on_block(self, event: str, args: tuple) -> None:
-        raise _blocked(event, "not allowed in agent code")
-
-    def on_popen(self, event: str, args: tuple) -> None:
-        executable, argv, cwd, env = (tuple(args) + (None,) * 4)[:4]
-        argv_tuple = (argv,) if isinstance(argv, (str, bytes)) else tuple(argv or ())
-        if argv_tuple in ALLOWED_COMMANDS and cwd is None and env is None and self._system_program(argv_tuple[0]):
-            return
-        raise _blocked(event, f"starting processes is not allowed ({argv_tuple!r})")
-
-    def _system_program(self, name: str) -> bool:
-        for folder in self.exec_path():
-            candidate = self.paths.resolve(folder + "/" + name)
-            if os.access(candidate, os.X_OK):
-                return candidate.startswith(("/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/"))
-        return False
-
-    def on_dlopen(self, event: str, args: tuple) -> None:
-        name = args[0] if args else None
-        if name is None or (isinstance(name, (str, bytes)) and "/" not in os.fsdecode(name)):
-            return   # the main program / a system library by soname: only allow-listed symbols are reachable
-        full = self.paths.resolve(name)
-        if self.paths._under(full, self.paths.write_roots) or not self.paths._under(full, self.paths.read_roots):
-            raise _blocked(event, f"loading native code from {full} is not allowed")
-
-    def on_dlsym(self, event: str, args: tuple) -> None:
-        name = args[1] if len(args) > 1 else ""
-        name = name if isinstance(name, str) else os.fsdecode(name) if isinstance(name, bytes) else ""
-        if not (name in _SAFE_SYMBOLS or name.startswith(_SAFE_SYMBOL_PREFIXES)):
-            raise _blocked(event, f"native symbol {name!r} is not allowed")
-
-    def on_putenv(self, event: str, args: tuple) -> None:
-        key = os.fsdecode(args[0]) if args else ""
-        if key.upper().startswith(_ENV_NAMES_DENIED):
-            raise _blocked(event, f"changing {key} is not allowed")
-
-
 class _Controller:
     """Which threads are guarded right now; the only writer of that state."""
 
-    def __init__(self, policy: _Policy) -> None:
+    def __init__(self, policy: _Policy, private_tmp: str) -> None:
         self.policy = policy
         self.get_ident = _thread.get_ident
         self.stack: list[tuple[int, bool, object]] = []   # (thread ident, agent?, token)
         self.guarded: frozenset[int] = frozenset()
-        self.agent_threads: set[int] = set()   # threads started by guarded code, while they run
+        self.agent_idents: frozenset[int] = frozenset()
+        self.agent_threads: set[int] = set()   # threads started by agent code, while they run
+        self.machinery: set[int] = set()       # kernel threads: guarded unless they handle a user request
         self.armed = [False]         # the hook's fast path reads only this
         self.locked_ident: int | None = None   # set when tampering was seen: that thread stays guarded
         self.blocks: list[str] = []
+        self.tmp, self.saved_tmp = private_tmp, None   # agent code's tempfile folder (private, writable)
 
     def _refresh(self) -> None:
-        idents = {ident for ident, agent, _ in self.stack if agent}
+        agent = {ident for ident, is_agent, _ in self.stack if is_agent}
         if self.locked_ident is not None:
-            idents.add(self.locked_ident)
-        self.guarded = frozenset(idents)
+            agent.add(self.locked_ident)
+        user = {ident for ident, is_agent, _ in self.stack if not is_agent}
+        if bool(agent) != bool(self.agent_idents):   # libraries' temp files go to the private folder meanwhile
+            self.saved_tmp, tempfile.tempdir = (tempfile.tempdir, self.tmp) if agent else (None, self.saved_tmp)
+        self.agent_idents = frozenset(agent)
+        self.guarded = frozenset(agent | (self.machinery - user))
         self.armed[0] = bool(self.guarded or self.agent_threads)
 
     def enter(self, agent: bool) -> object:
@@ -294,30 +86,50 @@ class _Controller:
     def is_guarded(self, ident: int) -> bool:
         return ident in self.guarded or ident in self.agent_threads
 
-    def wrap_thread_start(self, start: Callable[..., int]) -> Callable[..., int]:
-        """A ``_thread.start_new_thread`` that marks threads started by guarded code as guarded.
+    def is_agent(self, ident: int) -> bool:
+        return ident in self.agent_idents or ident in self.agent_threads
 
-        Python 3.11 raises no audit event for thread creation, so the starter itself is wrapped.
-        """
+    def wrap_thread_start(self, start: Callable[..., int]) -> Callable[..., int]:
+        """A ``_thread.start_new_thread`` that marks threads started by agent code as guarded, and the
+        kernel's own threads (ipykernel's thread classes, IOPub) as machinery.
+
+        Python 3.11 raises no audit event for thread creation, so the starter itself is wrapped."""
         controller = self
 
         def start_new_thread(function: Callable[..., Any], args: tuple = (), kwargs: dict | None = None) -> int:
-            if not controller.is_guarded(controller.get_ident()):
+            agent = controller.is_agent(controller.get_ident())
+            machinery = _is_machinery(function)
+            if not (agent or machinery):
                 return start(function, args, kwargs or {})
 
             def guarded_thread(*a: Any, **k: Any) -> Any:
                 ident = controller.get_ident()
-                controller.agent_threads.add(ident)
+                (controller.agent_threads if agent else controller.machinery).add(ident)
                 controller._refresh()
                 try:
                     return function(*a, **k)
                 finally:
                     controller.agent_threads.discard(ident)
+                    controller.machinery.discard(ident)
                     controller._refresh()
 
             return start(guarded_thread, args, kwargs or {})
 
         return start_new_thread
+
+    def wrap_fork_exec(self, fork_exec: Callable[..., int]) -> Callable[..., int]:
+        controller = self
+
+        def guarded_fork_exec(*args: Any) -> int:
+            if controller.is_guarded(controller.get_ident()):
+                try:
+                    controller.policy.on_fork_exec(args)
+                except PermissionError as exc:
+                    controller.blocks.append(str(exc))
+                    raise
+            return fork_exec(*args)
+
+        return guarded_fork_exec
 
     def make_hook(self) -> Callable[[str, tuple], None]:
         armed, get_ident, is_guarded, decide, blocks = (
@@ -336,6 +148,38 @@ class _Controller:
 
         return taskweaver_lab_audit_hook
 
+    def exempt(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` (a kernel message handler, maybe async) runs unguarded on a machinery thread."""
+        controller = self
+
+        async def finish(result: Any, token: object) -> Any:
+            try:
+                return await result
+            finally:
+                controller.exit(token)
+
+        def run_exempt(*args: Any, **kwargs: Any) -> Any:
+            token = controller.enter(False)
+            try:
+                result = handler(*args, **kwargs)
+            except BaseException:
+                controller.exit(token)
+                raise
+            if hasattr(result, "__await__"):
+                return finish(result, token)
+            controller.exit(token)
+            return result
+
+        return run_exempt
+
+
+def _is_machinery(function: Any) -> bool:
+    """True for ``Thread._bootstrap`` of ipykernel's own threads (control, shell channel, subshells, IOPub)."""
+    thread = getattr(function, "__self__", None)
+    if not isinstance(thread, threading.Thread):
+        return False
+    return type(thread).__module__.startswith("ipykernel.") or thread.name in ("IOPub", "Heartbeat")
+
 
 _agent_enter: Callable[[], object] | None = None
 _agent_exit: Callable[[object], None] | None = None
@@ -346,21 +190,31 @@ def install(workspace: str, extra_read_roots: list[str] | None = None) -> None:
     global _agent_enter, _agent_exit
     if getattr(sys, _MARK, False):
         return
-    write_roots = _library_write_roots()
-    paths = _Paths(workspace, _default_read_roots() + list(extra_read_roots or []), write_roots)
-    controller = _Controller(_Policy(paths, sys._getframe))
+    private_tmp = tempfile.mkdtemp(prefix="twl-agent-tmp-")
+    paths = _Paths(workspace, _default_read_roots() + list(extra_read_roots or []),
+                   _library_write_roots() + [private_tmp], _protected_dirs())
+    controller = _Controller(_Policy(paths, sys._getframe), private_tmp)
+    controller.machinery.update(t.ident for t in threading.enumerate() if t.ident and _is_machinery(t.run))
     sys.addaudithook(controller.make_hook())
-    threading._start_new_thread = controller.wrap_thread_start(_thread.start_new_thread)  # type: ignore[attr-defined]
-    _thread.start_new_thread = threading._start_new_thread  # type: ignore[attr-defined]
+    starter = controller.wrap_thread_start(_thread.start_new_thread)
+    threading._start_new_thread = _thread.start_new_thread = _thread.start_new = starter  # type: ignore[attr-defined]
+    _posixsubprocess.fork_exec = controller.wrap_fork_exec(_posixsubprocess.fork_exec)
     setattr(sys, _MARK, True)
-    _agent_enter = lambda: controller.enter(True)   # noqa: E731 (closures keep the controller private)
-    _agent_exit = controller.exit
+
+    def enter() -> object:   # plain closures: no bound method leads back to the controller
+        return controller.enter(True)
+
+    def leave(token: object) -> None:
+        controller.exit(token)
+
+    _agent_enter, _agent_exit = enter, leave
     _connect_ipython(controller)
+    controller._refresh()
 
 
 @contextlib.contextmanager
 def agent_context() -> Iterator[None]:
-    """Guard active inside (in-process agent execution, e.g. the magic without a server)."""
+    """Guard active inside (in-process agent execution, the kernel helper's report)."""
     if _agent_enter is None or _agent_exit is None:
         raise RuntimeError("taskweaver_lab guard: call install(workspace) first")
     token = _agent_enter()
@@ -372,51 +226,110 @@ def agent_context() -> Iterator[None]:
 
 def _connect_ipython(controller: _Controller) -> None:
     ipython = sys.modules.get("IPython")  # the kernel's own; kernel-side code imports only the stdlib
-    if ipython is None:
-        return
-    shell = ipython.get_ipython()
+    shell = ipython.get_ipython() if ipython is not None else None
     kernel = getattr(shell, "kernel", None)
     if shell is None or kernel is None:
         return   # plain IPython / no kernel: only agent_context() switches the guard on
-    get_parent = kernel.get_parent             # captured: later patches of the kernel don't affect us
-    original = type(kernel).get_parent
-    getframe, stderr = sys._getframe, sys.stderr
+    get_parent, getframe, stderr = kernel.get_parent, sys._getframe, sys.stderr   # captured: later patches don't count
+    callbacks, mine = shell.events.callbacks, {}
+    tampered = _tamper_check(shell, kernel, mine)
+    known: set[int] = set()   # ids of the callbacks registered when the agent cell started
 
     def is_agent_request() -> bool:
         metadata = (get_parent() or {}).get("metadata") or {}
         marker = metadata.get("taskweaver_lab") or {}
         return isinstance(marker, dict) and marker.get("agent") is True
 
-    def tampered() -> bool:
-        callbacks = shell.events.callbacks
-        return (type(kernel).get_parent is not original or "get_parent" in vars(kernel)
-                or "set_parent" in vars(kernel) or pre not in callbacks.get("pre_execute", ())
-                or post not in callbacks.get("post_execute", ()))
-
-    def from_ipython(depth: int) -> bool:
-        code = getframe(depth).f_code
-        return (code.co_name in ("do_execute", "run_cell")
-                and code.co_filename.endswith(("ipykernel/ipkernel.py", "IPython/core/interactiveshell.py")))
-
     def pre() -> None:
-        controller.enter(is_agent_request() or controller.locked_ident is not None)
+        agent = is_agent_request() or controller.locked_ident is not None
+        if agent:
+            known.clear()
+            known.update(id(cb) for cbs in callbacks.values() for cb in cbs)
+        controller.enter(agent)
 
     def post() -> None:
-        if not from_ipython(3):            # called by anything but IPython itself: refuse, stay on
-            controller.locked_ident = controller.get_ident()
+        code = getframe(2).f_code   # 0 post, 1 EventManager.trigger, 2 its caller
+        if not (code.co_name in ("do_execute", "run_cell") and code.co_filename.endswith(
+                ("ipykernel/ipkernel.py", "IPython/core/interactiveshell.py"))):
+            controller.locked_ident = controller.get_ident()   # called by anything but IPython: refuse, stay on
             controller._refresh()
             return
-        was_agent = controller.exit_last()
-        if was_agent and tampered():
-            controller.locked_ident = controller.get_ident()
-            controller._refresh()
-            print("taskweaver_lab guard: tampering detected; the guard now stays on for every cell of this "
-                  "kernel. Restart the kernel to reset it.", file=stderr)
-        if was_agent and controller.blocks:
+        agent_cell = controller.is_agent(controller.get_ident())
+        if agent_cell:                      # checked while still guarded: agent objects touched here stay boxed
+            for cbs in callbacks.values():  # callbacks the cell registered run guarded (e.g. matplotlib's flush)
+                cbs[:] = [cb if id(cb) in known or cb is pre or cb is post else _guarded_callable(cb, controller)
+                          for cb in cbs]
+            if tampered():
+                controller.locked_ident = controller.get_ident()
+                print("taskweaver_lab guard: tampering detected; the guard now stays on for every cell of this "
+                      "kernel. Restart the kernel to reset it.", file=stderr)
+        controller.exit_last()
+        if agent_cell and controller.blocks:
             print(f"taskweaver_lab guard blocked {len(controller.blocks)} operation(s) in this agent cell:\n  "
                   + "\n  ".join(controller.blocks[:5]), file=stderr)
         if not controller.stack:
             controller.blocks.clear()
 
+    mine.update(pre=pre, post=post, expressions=_wrap_kernel(controller, shell, kernel))
     shell.events.register("pre_execute", pre)
     shell.events.register("post_execute", post)
+
+
+def _wrap_kernel(controller: _Controller, shell: Any, kernel: Any) -> Callable[[dict], dict]:
+    """Every ``user_expressions`` evaluation runs guarded; some control messages run unguarded."""
+    evaluate = shell.user_expressions
+
+    def guarded_expressions(expressions: dict) -> dict:
+        token, seen = controller.enter(True), len(controller.blocks)
+        try:
+            return evaluate(expressions)
+        finally:
+            controller.exit(token)
+            del controller.blocks[seen:]   # reported in the evaluated text itself
+
+    shell.user_expressions = guarded_expressions
+    handlers = getattr(kernel, "control_handlers", {})
+    for name in _MACHINERY_EXEMPT:
+        if name in handlers:
+            handlers[name] = controller.exempt(handlers[name])
+    return guarded_expressions
+
+
+def _tamper_check(shell: Any, kernel: Any, mine: dict) -> Callable[[], bool]:
+    """True once anything our callbacks and the report's path rely on was changed."""
+    original, events, callbacks = type(kernel).get_parent, shell.events, shell.events.callbacks
+    modules, importer = sys.modules, builtins.__import__
+    trusted = {name: modules.get(name) for name in (MODULE_NAME, _HELPER_MODULE, "sys", "builtins")}
+    report = getattr(trusted[_HELPER_MODULE], "report", None)
+
+    def tampered() -> bool:
+        return (type(kernel).get_parent is not original or "get_parent" in vars(kernel) or "set_parent" in vars(kernel)
+                or shell.events is not events or events.callbacks is not callbacks
+                or not any(cb is mine["pre"] for cb in callbacks.get("pre_execute", ()))
+                or not any(cb is mine["post"] for cb in callbacks.get("post_execute", ()))
+                or vars(shell).get("user_expressions") is not mine["expressions"]
+                or sys.modules is not modules or builtins.__import__ is not importer
+                or any(m is not None and modules.get(n) is not m for n, m in trusted.items())
+                or (report is not None and vars(trusted[_HELPER_MODULE]).get("report") is not report))
+
+    return tampered
+
+
+def _guarded_callable(function: Callable[..., Any], controller: _Controller) -> Callable[..., Any]:
+    def guarded_callback(*args: Any, **kwargs: Any) -> Any:
+        token = controller.enter(True)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            controller.exit(token)
+
+    return guarded_callback
+
+
+def shipped_source() -> str:
+    """guard_rules.py then this file, as the source of one module (what the executor runs in the kernel)."""
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    own = (here / "guard.py").read_text().replace("from __future__ import annotations\n", "", 1)
+    return (here / "guard_rules.py").read_text() + "\n" + own

@@ -7,11 +7,20 @@ It runs as the private module ``_taskweaver_lab_kernel`` (never in the user's na
   created or changed, every variable's one-line description, the names the user (not the agent)
   owns, and the files it created or changed. Its size does not grow with the data;
 - ``stop(msg_id)`` interrupts one agent cell, and only while that cell's own code runs (Stop).
+
+Objects agent code made are never evaluated here outside the guard: ``report()`` runs inside the guard's
+``agent_context()`` when the guard is installed (and the guard also wraps every ``user_expressions``
+evaluation), and what runs after a cell unguarded (the ``post_run_cell`` hook) looks only at types:
+``type(v)``, exact builtin/numpy/pandas types, names read through ``type``'s own descriptors.
+Strings that look like credentials are shown as ``[REDACTED]`` in the variable listing.
 """
+import contextlib
 import json
 import os
+import re
 import sys
 import threading
+import types
 
 MODULE_NAME = "_taskweaver_lab_kernel"
 _IGNORED = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -20,9 +29,28 @@ _state = {"agent_names": set(), "plugin_names": set(), "ids": {}, "files": {}, "
           "running": {}}  # thread ident -> msg_id of the agent execute_request that thread runs
 
 
+_GUARD_MODULE = "_taskweaver_lab_guard"
+_TYPE_NAME = type.__dict__["__name__"].__get__   # a class's name without running its metaclass's code
+_SECRET = re.compile(
+    r"sk-[A-Za-z0-9_\-]{16,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"
+    r"|hf_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_\-]{35}|glpat-[A-Za-z0-9_\-]{20,}"
+    r"|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}|(?i:bearer\s+)[A-Za-z0-9._~+/\-]{16,}"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----|\b[0-9a-fA-F]{40,}\b|\b[A-Za-z0-9/+]{40}\b")
+
+
 def _ip():
-    ipython = sys.modules.get("IPython")  # the kernel's own; kernel-side code imports only the stdlib
-    return ipython.get_ipython() if ipython is not None else None
+    if _state.get("ip") is None:   # captured once: later changes to sys.modules don't redirect us
+        ipython = sys.modules.get("IPython")  # the kernel's own; kernel-side code imports only the stdlib
+        _state["ip"] = ipython.get_ipython() if ipython is not None else None
+    return _state["ip"]
+
+
+def _type_name(value):
+    return _TYPE_NAME(type(value))
+
+
+def _redacted(text):
+    return _SECRET.sub("[REDACTED]", text)
 
 
 def is_agent_cell():
@@ -34,9 +62,11 @@ def is_agent_cell():
 
 
 def _public_names(ns):
-    import types
-    return [n for n, v in ns.items() if not n.startswith("_") and n not in _IGNORED
-            and not isinstance(v, types.ModuleType) and n not in _state["plugin_names"]]
+    """Type-level only (``isinstance`` would read an agent object's ``__class__``)."""
+    if type(ns) is not dict:
+        return []
+    return [n for n, v in list(ns.items()) if type(n) is str and not n.startswith("_") and n not in _IGNORED
+            and not issubclass(type(v), types.ModuleType) and n not in _state["plugin_names"]]
 
 
 def _file_times(workspace, limit=5000):
@@ -135,6 +165,7 @@ def _cut(text, limit):
 
 
 _FUNCTIONS = (type(len), type(_cut), type(_cut.__get__(0)), type)  # builtins, functions, methods, classes
+_SCALARS = (int, float, complex, bool, str, bytes, type(None))
 
 
 def _exact(value, module, name):
@@ -144,11 +175,16 @@ def _exact(value, module, name):
     return lib is not None and type(value) is getattr(lib, name, None)
 
 
+def _safe_label(value):
+    """A label whose repr runs no agent code: exact builtin scalars, or tuples of them."""
+    return type(value) in _SCALARS or (type(value) is tuple and all(type(v) in _SCALARS for v in value))
+
+
 def _column_label(name):
     """A column label as code must write it: bare when it is an identifier, else its repr (one line, cut)."""
     if type(name) is str and name.isidentifier():
         return _cut(name, 40)
-    return _cut(repr(name), 40) if type(name) in (str, int, float, tuple) else type(name).__name__
+    return _cut(repr(name), 40) if _safe_label(name) else _type_name(name)
 
 
 def _frame_columns(frame, limit=20):
@@ -160,19 +196,20 @@ def _frame_columns(frame, limit=20):
 
 
 def describe(value, limit=160):
-    """One line per value; for containers shape and types, never the data."""
-    kind = type(value).__name__
+    """One line per value; for containers shape and types, never the data; unknown types by name only."""
+    kind = _type_name(value)
     if _exact(value, "pandas", "DataFrame"):
         return "%s %dx%d [%s]" % (kind, value.shape[0], value.shape[1], _frame_columns(value))
     if _exact(value, "pandas", "Series") or _exact(value, "numpy", "ndarray"):
-        name = getattr(value, "name", None)
-        return "%s shape=%s dtype=%s%s" % (kind, tuple(value.shape), value.dtype, " name=%r" % name if name is not None else "")
+        name = value.name if kind == "Series" else None
+        label = " name=%s" % _cut(repr(name), 40) if name is not None and _safe_label(name) else ""
+        return "%s shape=%s dtype=%s%s" % (kind, tuple(value.shape), value.dtype, label)
     if type(value) in (list, tuple, dict, set, frozenset):
         return "%s len=%d" % (kind, len(value))
-    if type(value) in (int, float, complex, bool, str, bytes) or value is None:
-        return _cut(repr(value), limit)
+    if type(value) in _SCALARS:
+        return _redacted(_cut(repr(value), limit))
     if type(value) in _FUNCTIONS:  # other callables could answer __name__ with agent code
-        return "%s %s()" % (kind, value.__name__)
+        return "%s %s()" % (kind, value.__name__ if type(value.__name__) is str else "?")
     return kind
 
 
@@ -181,28 +218,45 @@ def _result_text(value, limit):
         return ""
     head = describe(value)
     if _exact(value, "pandas", "DataFrame") or _exact(value, "pandas", "Series"):
-        try:
-            return head + "\n" + _cut(value.head(5).to_string(max_cols=12, max_colwidth=40), limit)
-        except Exception:
-            return head
-    return _cut(repr(value), limit)
+        return head + "\n" + _redacted(_cut(value.head(5).to_string(max_cols=12, max_colwidth=40), limit))
+    if type(value) in _SCALARS or type(value) in (list, tuple, dict, set, frozenset):
+        return _redacted(_cut(repr(value), limit))
+    return ""   # any other object: the output the cell displayed (rendered inside the guard) stands
+
+
+def _guarded():
+    """The guard's window around everything that may touch agent objects (nothing when there is no guard)."""
+    guard = sys.modules.get(_GUARD_MODULE)
+    return guard.agent_context() if guard is not None else contextlib.nullcontext()
+
+
+def _safely(function, *args):
+    try:
+        return function(*args)
+    except Exception as exc:   # e.g. the guard blocked what an agent object did while it was described
+        return "%s (%s)" % (_cut(str(exc), 200), _TYPE_NAME(type(args[0])))
 
 
 def report(max_chars=1500):
-    """JSON: result, changed, variables, user_names, artifacts (all bounded)."""
-    ip = _ip()
-    ns = ip.user_ns
+    """JSON: result, changed, variables, user_names, artifacts (all bounded), built inside the guard."""
+    with _guarded():
+        return _report(max_chars)
+
+
+def _report(max_chars):
+    ns = _ip().user_ns
     count = _state["count"]
-    result = ns.get("Out", {}).get(count) if count is not None else None
+    out = ns.get("Out") if type(ns) is dict else None
+    result = out.get(count) if type(out) is dict and count is not None else None
     names = _public_names(ns)
     changed = [n for n in names if _state["ids"].get(n) != id(ns[n])]
     ordered = changed + [n for n in names if n not in changed]
-    variables = {n: describe(ns[n], 120) for n in ordered[:25]}
+    variables = {n: _safely(describe, ns[n], 120) for n in ordered[:25]}
     before = _state["files"]
     after = _file_times(_state["workspace"])
     artifacts = sorted(n for n, t in after.items() if before.get(n) != t)[:20]
     return json.dumps({
-        "result": _result_text(result, max_chars // 2),
+        "result": _safely(_result_text, result, max_chars // 2),
         "changed": changed[:25],
         "variables": variables,
         "more_variables": max(0, len(names) - 25),

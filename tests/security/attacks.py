@@ -147,7 +147,7 @@ ATTACKS: list[tuple[str, str, bool]] = [
     ("chdir", "import os\nos.chdir('/')", True),
     ("io_module", "import io\nprint(io.open('@SECRET@').read())", True),
     ("io_module", "import io\nprint(io.FileIO('@SECRET@').read())", True),
-    ("tempfile", "import tempfile\nprint(tempfile.mkstemp())", True),
+    ("tempfile", "import tempfile\nprint(tempfile.mkstemp(dir='@OUTSIDE@'))", True),   # its own temp dir is allowed
     ("plugin_path", "df_p, d = sql_pull_data('select 1', '/etc/passwd')", False),
     # --- native code ---
     ("ctypes", "import ctypes\nctypes.CDLL(None).system(b'cat @SECRET@')", True),
@@ -186,7 +186,59 @@ ATTACKS: list[tuple[str, str, bool]] = [
     ("obfuscation", "\uff45\uff58\uff45\uff43('import os')", False),   # fullwidth letters normalize to `exec`
     ("webbrowser", "import webbrowser\nwebbrowser.open('http://127.0.0.1:@PORT@/leak')", False),
     ("sqlite_attach", "import sqlite3\nc = sqlite3.connect('x.db')\nc.execute(\"ATTACH DATABASE '@OUTSIDE@/pwned.db' AS p\")", False),
-]
+] + [(c, code, True) for c, code in [
+    # --- issue 11, class 4: a module written into the import path shadows a library for later (trusted) imports ---
+    ("shadow_module", "open('seaborn.py', 'w').write('import os')"),
+    ("shadow_module", "from pathlib import Path\nPath('statsmodels.py').write_text('x = 1')"),
+    ("shadow_module", "import os\nos.makedirs('sklearn_ext', exist_ok=True)\nopen(os.path.join('sklearn_ext', '__init__.py'), 'w').write('')"),
+    ("shadow_module", "import os\nopen('notes.txt', 'w').write('x = 1')\nos.rename('notes.txt', 'scipy.py')"),
+    ("shadow_module", "import shutil\nopen('a.txt', 'w').write('x')\nshutil.copyfile('a.txt', 'numpy_helpers.py')"),
+    ("shadow_module", "import numpy as np\nnp.savetxt('patsy.py', [1])"),
+    ("startup_hook", "open('zz_startup.pth', 'w').write('import os')"),
+    ("startup_hook", "open('sitecustomize.py', 'w').write('import os')"),
+    ("startup_hook", "import os\nos.makedirs('.ipython/profile_default/startup', exist_ok=True)"),
+    ("startup_hook", "from pathlib import Path\n(Path.home() / '.ipython' / 'profile_default' / 'startup' / '00-x.py').write_text('1')"),
+    # --- class 2: config files and the notebook record, which trusted processes later execute or trust ---
+    ("config_write", "open('jupyter_taskweaver_config.py', 'w').write('c.TaskWeaverLab.guard = False')"),
+    ("config_write", "import json\njson.dump({'TaskWeaverLab': {'guard': False}}, open('jupyter_taskweaver_config.json', 'w'))"),
+    ("config_write", "open('jupyter_server_config.json', 'w').write('{}')"),
+    ("config_write", "open('ipython_kernel_config.py', 'w').write('c = 1')"),
+    ("config_write", "from pathlib import Path\nPath('.jupyter').mkdir(exist_ok=True)"),
+    ("config_write", "open('matplotlibrc', 'w').write('backend: module://evil')"),
+    ("config_write", "import os\nopen(os.path.expanduser('~/.config/matplotlib/matplotlibrc'), 'w').write('backend: agg')"),
+    ("config_write", "open('evil.mplstyle', 'w').write('lines.linewidth: 2')"),
+    ("notebook_write", "open('attacks.ipynb', 'a').write(' ')"),
+    ("notebook_write", "import json\njson.dump({'cells': [], 'metadata': {}}, open('analysis.ipynb', 'w'))"),
+    ("notebook_write", "import os\nopen('old.txt', 'w').write('{}')\nos.replace('old.txt', 'report.ipynb')"),
+    # --- hidden files in the workspace hold credentials and tools' settings ---
+    ("hidden_files", "open('.env', 'w').write('OPENAI_API_KEY=x')"),
+    ("hidden_files", "print(open('.env').read())"),
+    ("hidden_files", "from pathlib import Path\nprint(Path('.git/config').read_text())"),
+    ("hidden_files", "import os\nprint(os.listdir('.ssh'))"),
+    # --- class 6: file: URIs are paths too ---
+    ("file_uri", "import sqlite3\nsqlite3.connect('file:@OUTSIDE@/pwned.db', uri=True)"),
+    ("file_uri", "import sqlite3\nsqlite3.connect('file://' + '@OUTSIDE@' + '/x.db?mode=ro', uri=True)"),
+    ("file_uri", "import sqlite3\nsqlite3.connect('file:../outside/pwned.db?mode=rwc', uri=True)"),
+    ("file_uri", "import sqlite3\nsqlite3.connect('file:%2Ftmp%2Fpwned_twl.db?mode=rwc', uri=True)"),
+    # --- class 4: thread and process starters without an audit event ---
+    ("thread_alias", "import _thread\ndone = _thread.allocate_lock()\ndone.acquire()\ndef grab():\n    try:\n        print(open('@SECRET@').read())\n    finally:\n        done.release()\n_thread.start_new(grab, ())\ndone.acquire()"),
+    ("thread_alias", "import threading\ndone = threading.Event()\ndef grab():\n    try:\n        print(open('@SECRET@').read())\n    finally:\n        done.set()\nthreading._start_new_thread(grab, ())\ndone.wait(30)"),
+    ("fork_exec", "import _posixsubprocess\n_posixsubprocess.fork_exec([b'/bin/sh', b'-c', b'cat @SECRET@'], [b'/bin/sh'], True, (), None, None, -1, -1, -1, -1, -1, -1, -1, -1, True, False, -1, None, None, -1, -1, None, False)"),
+    ("fork_exec", "from multiprocessing import util\nutil.spawnv_passfds('/bin/sh', ['sh', '-c', 'cat @SECRET@ > leak.txt'], ())"),
+    ("fork_exec", "import _posixsubprocess as ps\nrun = ps.fork_exec\nrun([b'/usr/bin/id'], [b'/usr/bin/id'], True, (), None, None, -1, -1, -1, -1, -1, -1, -1, -1, True, False, -1, None, None, -1, -1, None, False)"),
+    # --- class 4: the guard's module globals are copies taken at install ---
+    ("guard_globals", "import sys\ng = sys.modules['_taskweaver_lab_guard']\ng._PROCESS_EVENTS = frozenset()\ng._ALWAYS_BLOCKED = frozenset()\nimport os\nos.system('cat @SECRET@')"),
+    ("guard_globals", "import sys\ng = sys.modules['_taskweaver_lab_guard']\ng._NETWORK_PREFIXES = ('nothing.',)\nimport socket\nsocket.create_connection(('127.0.0.1', @PORT@))"),
+    ("guard_globals", "import sys\ng = sys.modules['_taskweaver_lab_guard']\ng._CODE_SUFFIXES = ('.none',)\nopen('seaborn.py', 'w')"),
+    ("guard_globals", "import sys\ng = sys.modules['_taskweaver_lab_guard']\ng.ALLOWED_COMMANDS = frozenset({('cat', '@SECRET@')})\nimport subprocess\nsubprocess.run(['cat', '@SECRET@'])"),
+    ("guard_globals", "import sys\ng = sys.modules['_taskweaver_lab_guard']\ng._WRITE_FLAGS = 0\nimport os\nos.open('@OUTSIDE@/pwned.txt', os.O_WRONLY | os.O_CREAT)"),
+    # --- class 3: the kernel's own threads, reached through its objects ---
+    ("kernel_threads", "import sys, threading\ndone = threading.Event()\ndef grab():\n    try:\n        open('@SECRET@').read()\n    except Exception:\n        pass\n    done.set()\nsys.stdout.pub_thread.schedule(grab)\ndone.wait(30)"),
+    ("kernel_threads", "import threading\ndone = threading.Event()\ndef grab():\n    try:\n        open('@OUTSIDE@/pwned.txt', 'w')\n    except Exception:\n        pass\n    done.set()\nget_ipython().kernel.control_thread.io_loop.add_callback(grab)\ndone.wait(30)"),
+    ("kernel_threads", "import threading\ndone = threading.Event()\ndef grab():\n    try:\n        __import__('socket').create_connection(('127.0.0.1', @PORT@))\n    except Exception:\n        pass\n    done.set()\nget_ipython().kernel.iopub_thread.io_loop.add_callback(grab)\ndone.wait(30)"),
+    ("kernel_threads", "import functools, shutil, threading\ndone = threading.Event()\nloop = get_ipython().kernel.control_thread.io_loop\nloop.add_callback(functools.partial(shutil.copyfile, '@SECRET@', 'stolen.txt'))\nloop.add_callback(done.set)\ndone.wait(30)"),
+    ("kernel_threads", "import functools, os, threading\ndone = threading.Event()\nt = get_ipython().kernel.shell_channel_thread\nt.io_loop.add_callback(functools.partial(os.system, 'cat @SECRET@ > stolen2.txt'))\nt.io_loop.add_callback(done.set)\ndone.wait(30)"),
+]]
 
 # Rebinding/deleting the user's variables (the harness creates `sales`, `sensors` and `customers` as the user).
 NAMESPACE_ATTACKS: list[tuple[str, str]] = [

@@ -114,7 +114,7 @@ class AgentKernel:
         self.client.wait_for_ready(timeout=60)
 
     def install_guard(self, workspace: Path) -> CellResult:
-        source = Path(guard.__file__).read_text()
+        source = guard.shipped_source()
         boot = (
             "import types as _t, sys as _s\n"
             f"_m = _t.ModuleType({guard.MODULE_NAME!r})\n"
@@ -145,9 +145,16 @@ class AgentKernel:
                 continue
             if fold_iopub(reply, parts, result):
                 break
-        self.client.get_shell_msg(timeout=timeout)
+        self.shell_reply(msg_id, timeout)
         result.text = "".join(parts)
         return result
+
+    def shell_reply(self, msg_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The reply to ``msg_id`` (a late kernel_info reply from wait_for_ready may come first)."""
+        while True:
+            reply = self.client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
 
     def close(self) -> None:
         self.client.stop_channels()

@@ -77,6 +77,8 @@ def test_guard_alone_stops_effectful_attacks(kernel: AgentKernel, canaries: Cana
         results.append(result)
         if not result.blocked:
             escaped.append(f"{category}: {code[:80]!r} -> {result.error or result.text[:200]}")
+        if "import *" in code:   # `from os import *` shadowed `open` for the cells that follow
+            kernel.run("from builtins import open", agent=False)
     print(f"\nguard alone: {len(chosen) - len(escaped)}/{len(chosen)} effectful attacks blocked")
     assert not escaped, "\n".join(escaped)
     assert not canaries.leaks(results), canaries.leaks(results)
