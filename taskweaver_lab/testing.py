@@ -11,10 +11,10 @@ A reply is a string (the content) or a dict: ``{"content": str, "status": int, "
 answers an error instead, in the flavor's error shape; ``headers`` are added to the response, e.g.
 ``{"Retry-After": "2"}`` with a 429). ``fault`` makes the endpoint misbehave:
 
-- ``"bad_sse"``: a streamed event that is not JSON, after the first piece of content;
+- ``"bad_sse"``: a streamed event that is not JSON, after the text ``partial`` (default "Partial answer: ");
 - ``"bad_body"``: HTTP 200 with an HTML page instead of JSON or an event stream (a proxy's error page);
-- ``"error_event"``: the provider's error event in the middle of the stream (``content`` is its message);
-- ``"cut"``: the connection is closed in the middle of the (chunked) stream;
+- ``"error_event"``: after ``partial``, the provider's error event (``content`` is its message);
+- ``"cut"``: after ``partial``, the connection is closed in the middle of the (chunked) stream;
 - ``"drip"``: headers, then a keep-alive comment every ``chunk_delay`` seconds, never a token.
 
 ``flavor`` picks the shape of the endpoint: ``"openai"`` (``/v1``, ``Authorization: Bearer``),
@@ -24,7 +24,8 @@ header; the deployment is the queue's name), or an OpenAI-compatible server's er
 accepts (others get its 400), ``context_chars`` a context limit (longer prompts get its context-length
 error), ``api_key`` the key it demands (else its 401). ``server.requests`` logs every request body,
 ``server.authorizations`` the key header each came with, ``server.paths`` each request's path and query,
-``server.headers`` its headers (names in lower case), ``server.hangups`` how many streams the client closed before their end.
+``server.headers`` its headers (names in lower case), ``server.hangups`` how many streams the client closed
+before their end (Stop, a deadline).
 Command line: ``python -m taskweaver_lab.testing serve --script FILE --port N``.
 """
 from __future__ import annotations
