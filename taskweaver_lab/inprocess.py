@@ -30,7 +30,8 @@ from IPython.core.displaypub import DisplayPublisher
 from nbformat.v4 import new_output
 
 from .kernel_side import guard, kernel_helper
-from .kernel import KernelState, finish_execution, install_in_kernel
+from .kernel import DEFAULT_OUTPUT_LIMIT, KernelState, finish_execution, install_in_kernel
+from .output_cap import cap_outputs
 from .plugins import PluginSpec
 from .steps import Execution, TaskWeaverLabError
 
@@ -132,6 +133,7 @@ class InProcessExecutor:
     def __init__(self, shell: Any, workspace: str, summary_chars: int = 1500,
                  redact: Callable[[str], str] = lambda text: text) -> None:
         self.shell, self.workspace, self.summary_chars, self.redact = shell, workspace, summary_chars, redact
+        self.output_limit = DEFAULT_OUTPUT_LIMIT  # characters of one output kept (the session sets the config's)
         self.state = KernelState()
         self._lock = threading.Lock()
         self._running = False
@@ -165,6 +167,7 @@ class InProcessExecutor:
             timed_out = self._run(code, agent, timeout, outputs)
         report = self._report() if agent else {}
         self.state.remember(report)
+        outputs = cap_outputs(outputs, self.output_limit, self.redact)
         execution = finish_execution(code, outputs, report, redact=self.redact, summary_chars=self.summary_chars,
                                      started=started, timed_out=timed_out, timeout=timeout,
                                      interrupted=self._interrupted.is_set())

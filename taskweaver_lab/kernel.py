@@ -19,6 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 from nbformat.v4 import output_from_msg
 
 from .kernel_side import guard, kernel_helper
+from .output_cap import OutputCollector
 from .plugins import PluginSpec, kernel_bootstrap_code
 from .secrets import scrubbed_env
 from .steps import Execution, TaskWeaverLabError
@@ -31,6 +32,15 @@ STOP_GRACE_S = 15.0
 # The execute_reply follows the idle status within milliseconds; after a Stop it may never come (an
 # interrupt that hit ipykernel after the cell), so we wait less for it.
 REPLY_WAIT_S, REPLY_WAIT_AFTER_STOP_S = 30.0, 3.0
+DEFAULT_OUTPUT_LIMIT = 100_000  # TaskWeaverLab.max_output_chars (the session sets the configured value)
+KERNEL_DIED = ("The kernel died while running the code (out of memory, or killed), so its variables are gone. Restart "
+               "the kernel and ask again.")
+KERNEL_RESTARTED = ("The kernel was restarted while the code ran, so the variables of earlier rounds are gone. Ask "
+                    "again: the next round runs on the new kernel.")
+
+
+class KernelLost(TaskWeaverLabError):
+    """The kernel died or was restarted under a running cell."""
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Executor(Protocol):
     state: KernelState
     workspace: str
     redact: Callable[[str], str]   # keys and tokens out of every output the session sees
+    output_limit: int              # characters of one output kept (TaskWeaverLab.max_output_chars)
 
     def setup(self, plugins: Sequence[PluginSpec], use_guard: bool) -> None:
         """The kernel helper, the guard and the plugins, once per kernel (each piece is idempotent)."""
@@ -195,6 +206,9 @@ def finish_execution(code: str, outputs: list[dict[str, Any]], report: dict[str,
 class KernelExecutor:
     """Executes on one kernel through a dedicated blocking client (one execution at a time)."""
 
+    output_limit = DEFAULT_OUTPUT_LIMIT
+    died_message = KERNEL_DIED
+
     def __init__(self, client: Any, workspace: str, interrupt: Callable[[], None],
                  is_alive: Callable[[], bool] = lambda: True, summary_chars: int = 1500,
                  redact: Callable[[str], str] = lambda text: text, on_close: Callable[[], None] | None = None) -> None:
@@ -272,6 +286,10 @@ class KernelExecutor:
         self._interrupted.set()
         self._interrupt()
 
+    def lost_message(self) -> str:
+        """What the user hears when the kernel is gone under a running cell."""
+        return self.died_message
+
     def close(self) -> None:
         try:
             self.client.stop_channels()
@@ -312,7 +330,7 @@ class KernelExecutor:
             return self._shell_reply(msg_id), outputs, timed_out
 
     def _collect(self, msg_id: str, timeout: float | None) -> tuple[list[dict[str, Any]], bool]:
-        outputs: list[dict[str, Any]] = []
+        outputs = OutputCollector(self.output_limit, self.redact)  # capped as it arrives: never 50 MB in memory
         deadline = time.monotonic() + timeout if timeout else None
         timed_out = False
         stopped_at: float | None = None
@@ -321,7 +339,7 @@ class KernelExecutor:
                 msg = self.client.get_iopub_msg(timeout=0.25)
             except queue.Empty:
                 if not self._is_alive():
-                    raise TaskWeaverLabError("The kernel died while running the code. Restart the kernel and ask again.")
+                    raise KernelLost(self.lost_message())
                 if deadline and time.monotonic() > deadline and not timed_out:
                     timed_out = True  # interrupt once, then wait for the kernel to report the KeyboardInterrupt
                     self.interrupt()
@@ -333,13 +351,15 @@ class KernelExecutor:
                             "interrupt); it may still be running in the kernel. Interrupt or restart the kernel if it "
                             "does not finish, then ask again.")
                 continue
+            kind = msg["msg_type"]
+            if kind == "status" and msg["content"].get("execution_state") == "starting":
+                raise KernelLost(KERNEL_RESTARTED)  # a new kernel process says hello: our cell is gone with the old one
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue  # the user's own cells share this kernel's iopub
-            kind = msg["msg_type"]
             if kind == "status" and msg["content"]["execution_state"] == "idle":
-                return outputs, timed_out
+                return outputs.outputs(), timed_out
             if kind in ("stream", "display_data", "execute_result", "error"):
-                outputs.append(output_from_msg(msg))
+                outputs.add(output_from_msg(msg))
             elif kind == "clear_output":
                 outputs.clear()
 
@@ -360,26 +380,12 @@ class KernelExecutor:
 def start_kernel(workspace: str, scrub_patterns: list[str], summary_chars: int = 1500,
                  redact: Callable[[str], str] = lambda text: text, kernel_name: str = "python3",
                  sandbox: str = "none") -> KernelExecutor:
-    """A fresh kernel whose working directory is ``workspace`` (CLI, Python API).
+    """A fresh kernel whose working directory is ``workspace`` (CLI, Python API), over IPC transport; a kernel
+    that dies is replaced before the next round (``own_kernel.py``).
 
-    ``sandbox="landlock"``: the kernel runs under Landlock + seccomp (``sandbox.py``) over IPC transport;
+    ``sandbox="landlock"``: the kernel runs under Landlock + seccomp (``sandbox.py``);
     raises ``TaskWeaverLabError`` when this machine cannot do that."""
-    from jupyter_client.manager import KernelManager
+    from .own_kernel import start_own_kernel
 
-    if sandbox == "landlock":
-        from .sandbox import sandboxed_kernel_manager
-
-        manager = sandboxed_kernel_manager(workspace, ())
-        kernel_name = "sandboxed python3"
-    else:
-        manager = KernelManager(kernel_name=kernel_name)
-    try:
-        manager.start_kernel(cwd=workspace, env=scrubbed_env(os.environ, scrub_patterns))
-        client = manager.blocking_client()
-        client.start_channels()
-        client.wait_for_ready(timeout=60)
-    except Exception as exc:
-        manager.shutdown_kernel(now=True) if manager.has_kernel else None
-        raise TaskWeaverLabError(f"Could not start a {kernel_name} kernel in {workspace}: {exc}") from exc
-    return KernelExecutor(client, workspace, manager.interrupt_kernel, manager.is_alive, summary_chars, redact,
-                          on_close=lambda: manager.shutdown_kernel(now=True))
+    return start_own_kernel(workspace, scrubbed_env(os.environ, scrub_patterns), summary_chars, redact, kernel_name,
+                            sandbox)

@@ -7,6 +7,7 @@ the notebook keep everything that happened before.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import uuid
@@ -24,17 +25,19 @@ from .config import TaskWeaverLab, make_config
 from .examples import Example, example_to_yaml, load_examples, select_examples
 from .kernel import Executor, printed_result, start_kernel
 from .llm import LLM, Cancelled, UserChoices
-from .notebook import FileRecorder, Recorder, cell_for, read_notebook, steps_from_notebook
+from .notebook import FileRecorder, RecordHistory, Recorder, cell_for, read_history, read_notebook
 from .planner import Planner
 from .plugins import PluginSpec, load_plugins, select_plugins
 from .preview import DataLook
 from .prompts import split_rounds
+from .resume import KERNEL_RENEWED, record_notices, renew_kernel, replay
 from .secrets import redact, scrubbed_env
 from .steps import Answer, Draft, Execution, Notice, Step, TaskWeaverLabError, Usage, UserMessage, Verdict
 from .tw_project import apply_project
 from .verifier import DEFAULT_ALLOWED_MODULES, Policy, verify
 
 Listener = Callable[[Step], None]
+log = logging.getLogger("taskweaver_lab.session")
 
 
 @dataclass(frozen=True)
@@ -75,27 +78,30 @@ class TaskWeaverApp:
 
     def create_session(self, notebook: str | os.PathLike[str] | None = None, *, executor: Executor | None = None,
                        recorder: Recorder | None = None, new: bool = False,
-                       carry_over: "Session | None" = None) -> "Session":
+                       carry_over: "Session | None" = None, on_event: Listener | None = None) -> "Session":
         """The one way to make a session: recorded in ``notebook`` (resuming its last session unless ``new``),
         on ``executor`` (default: a fresh kernel in the notebook's folder).
 
         ``carry_over``: continue that session's chat (id and history) on this executor instead of reading
-        the record: the server after a kernel restart, the magic after its options changed."""
+        the record: the server after a kernel restart, the magic after its options changed.
+        ``on_event``: setup's notices as they happen (resume progress, what the record reader skipped)."""
         path = Path(notebook).resolve() if notebook else None
         workspace = executor.workspace if executor is not None else str(path.parent if path else Path.cwd())
+        # read (and validated) once, before any kernel starts: a file that is not a notebook is a clear error
+        nb = read_notebook(path) if path is not None and carry_over is None else None
+        record = RecordHistory() if nb is None or new else read_history(nb)
         if carry_over is not None:
-            session_id, history = carry_over.id, carry_over.history
-        else:
-            session_id, history = (None, []) if new or path is None else steps_from_notebook(read_notebook(path))
-        if recorder is None and path is not None and carry_over is None:
-            recorder = FileRecorder(path)
-        replay = executor is None and bool(history)  # a fresh kernel: rebuild the variables the record relies on
+            record = RecordHistory(carry_over.id, carry_over.history)
+        own_record = recorder is None and path is not None and carry_over is None
+        if own_record:
+            recorder = FileRecorder(path, nb=nb)  # type: ignore[arg-type]
+        replaying = executor is None and bool(record.steps)  # a fresh kernel: rebuild what the record relies on
         if executor is None:
             executor = start_kernel(workspace, list(self.config.scrub_env), self.config.summary_chars, self._redact,
                                     sandbox=self.config.sandbox)
-        session = Session(self, executor, recorder, workspace, session_id or uuid.uuid4().hex[:12], history)
+        session = Session(self, executor, recorder, workspace, record.session_id or uuid.uuid4().hex[:12], record.steps)
         try:
-            session.setup_kernel(replay_notebook=path if replay else None)
+            session.resume(record, path, nb if replaying else None, on_event, own_record)
         except BaseException:
             session.close()
             raise
@@ -127,6 +133,8 @@ class Session:
     def __init__(self, app: TaskWeaverApp, executor: Executor, recorder: Recorder | None, workspace: str,
                  session_id: str, history: list[Step]) -> None:
         self.app, self.config, self.executor, self.recorder = app, app.config, executor, recorder
+        if hasattr(executor, "output_limit"):  # what one output may put into the record and the chat
+            executor.output_limit = self.config.max_output_chars
         self.workspace, self.id, self.history = workspace, session_id, history
         self.listeners: list[Listener] = []
         self.setup_notices: list[Notice] = []  # what setting up the kernel had to say (e.g. a replay problem)
@@ -142,47 +150,58 @@ class Session:
         self._cancel = threading.Event()  # the running round's Stop flag (each round brings or gets its own)
         self._lock = threading.Lock()
         self._kernel_replaced = False
+        self._setup_listener: Listener | None = None
+        self._round_listeners: list[Listener] | None = None  # while a round runs
 
     # --- kernel setup -------------------------------------------------------------------
+    def resume(self, record: RecordHistory, path: Path | None, replay_nb: Any, on_event: Listener | None,
+               own_record: bool) -> None:
+        """Set the kernel up; say what the record reader skipped; mark an unfinished last round interrupted in
+        the record; re-run the record's cells on a fresh kernel (``replay_nb``)."""
+        self._setup_listener = on_event
+        if isinstance(self.recorder, FileRecorder) and own_record:
+            self.recorder.notify = self._record_notice
+        if path is not None:
+            record_notices(record, path, self._setup_notice)
+        if own_record and record.interrupted and record.steps[-1] is record.interrupted[-1]:
+            cell = cell_for(record.interrupted[-1], self.id)
+            self.recorder.add_cell(cell)  # type: ignore[union-attr]
+        self.setup_kernel()
+        if replay_nb is not None:
+            replay(replay_nb, self.executor, self.policy(), self.config.resume_timeout, self.config.execution_timeout,
+                   self._setup_notice, path.name if path else "the notebook")
+
     def setup_kernel(self, replay_notebook: Path | None = None) -> None:
         """Helper, guard and plugins into the kernel (once); optionally re-run a resumed notebook's cells."""
         self.executor.setup(self.app.plugins, self.config.guard)
         if replay_notebook is not None:
-            self._replay(replay_notebook)
+            replay(read_notebook(replay_notebook), self.executor, self.policy(), self.config.resume_timeout,
+                   self.config.execution_timeout, self._setup_notice, replay_notebook.name)
 
     def kernel_replaced(self) -> None:
         """The history continues on a fresh kernel: the next round first tells the Planner (and the chat,
         and the notebook) that the earlier rounds' variables are gone."""
         self._kernel_replaced = bool(self.history)
 
-    def _replay(self, path: Path) -> None:
-        """Re-run the record's code cells in a fresh kernel. The user's own cells run as they are (like Run
-        All); generated cells are verified again first: the file may have been edited since they were made."""
-        for cell in read_notebook(path).cells:
-            if cell.cell_type != "code" or not cell.source.strip():
-                continue
-            agent = "taskweaver_lab" in cell.metadata
-            source = self._reverified(cell) if agent else cell.source
-            if source is None:
-                continue
-            result = self.executor.execute(source, agent=agent, timeout=self.config.execution_timeout)
-            if not result.ok:
-                self._setup_notice(f"Re-running a recorded cell failed: {result.error}")
-
-    def _setup_notice(self, text: str) -> None:
-        """Setup runs before anyone listens (create_session): keep what it has to say for the caller."""
-        notice = Notice("warning", text)
-        self.setup_notices.append(notice)
+    def _setup_notice(self, level: str, text: str) -> None:
+        """Setup runs before a round listens: warnings are kept for the caller (``setup_notices``), and every
+        notice goes to the ``on_event`` of ``create_session`` as it happens."""
+        notice = Notice(level, text)  # type: ignore[arg-type]
+        if level != "info":
+            self.setup_notices.append(notice)
+        if self._setup_listener is not None:
+            self._setup_listener(notice)
         self._emit(notice)
 
-    def _reverified(self, cell: Any) -> str | None:
-        verdict = verify(cell.source, self.policy())
-        if verdict.ok:
-            return verdict.checked_source or cell.source
-        where = cell.metadata["taskweaver_lab"]
-        self._setup_notice(f"Not re-running the generated cell of round {where.get('round')}, step {where.get('step')}: "
-                           f"it no longer passes verification ({verdict.feedback()}). Was it edited after it was generated?")
-        return None
+    def _record_notice(self, text: str) -> None:
+        """A problem writing the record: to the running round's listeners (or setup's), else to the log."""
+        listeners = self._round_listeners
+        if listeners is None:
+            listeners = self.listeners + ([self._setup_listener] if self._setup_listener else [])
+        if listeners:
+            self._emit(Notice("warning", text), listeners)
+        else:
+            log.warning("%s", text)
 
     def policy(self) -> Policy:
         specs: list[PluginSpec] = [p for p in self.app.plugins if p.enabled]
@@ -202,23 +221,40 @@ class Session:
         ``options``: what this round alone uses (the sidebar's model choices, a recorder, a Stop flag...)."""
         if not message.strip():
             raise TaskWeaverLabError("The message is empty.")
+        limit = self.config.max_message_chars
+        if len(message) > limit:  # it would be in every later prompt of the session, past any context window
+            raise TaskWeaverLabError(
+                f"The message is {len(message):,} characters long; the limit is {limit:,} (TaskWeaverLab.max_message_chars). "
+                "Put large data in a file in the notebook's folder and ask about it by name.")
         options = options or RoundOptions()
         with self._lock:  # one round at a time per session
             ctx = self._round_context(options, on_event, approve)
             user = UserMessage(message.strip(), ctx.number)
-            if self._kernel_replaced:  # closes the previous round, before the new request
-                self._kernel_replaced = False
-                ctx.add(Execution(ok=True, code="", summary=KERNEL_REPLACED, step=0, round=user.round - 1))
             try:
+                self._kernel_check(ctx, user)
                 return self.agent.run_round(self.history, user, ctx)
             except Cancelled:
                 return self._fail(ctx, user, "Stopped. Nothing after the last finished step was run; ask again to continue.")
             except TaskWeaverLabError as exc:
                 return self._fail(ctx, user, str(exc))
+            finally:
+                self._round_listeners = None
+
+    def _kernel_check(self, ctx: RoundContext, user: UserMessage) -> None:
+        """A kernel that died since the last round is replaced (API/CLI kernels); the Planner (and the chat, and
+        the record) first hears that the earlier variables are gone."""
+        if renew_kernel(self.executor):
+            ctx.emit(Notice("warning", KERNEL_RENEWED))
+            self.setup_kernel()
+            self.kernel_replaced()
+        if self._kernel_replaced:  # closes the previous round, before the new request
+            self._kernel_replaced = False
+            ctx.add(Execution(ok=True, code="", summary=KERNEL_REPLACED, step=0, round=user.round - 1))
 
     def _round_context(self, options: RoundOptions, on_event: Listener | None,
                        approve: Callable[[Draft, Verdict], Decision] | None) -> RoundContext:
         listeners = self.listeners + ([on_event] if on_event else [])
+        self._round_listeners = listeners
         recorder = options.recorder if options.recorder is not None else self.recorder
         self._cancel = options.cancel or threading.Event()
         policy = self.policy()
