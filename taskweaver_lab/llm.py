@@ -26,7 +26,7 @@ import openai
 
 from . import llm_errors as errors
 from .config import TaskWeaverLab
-from .llm_errors import ContextTooLong, Garbled
+from .llm_errors import ContextTooLong, Garbled, Unsendable
 from .llm_relay import Cancelled, DeadlineExceeded, Watch, relay
 from .steps import LLMCall, Notice, Role, Step, TaskWeaverLabError
 
@@ -164,7 +164,12 @@ class LLM:
     def _endpoint(self, choices: UserChoices) -> _Endpoint:
         url = self.base_url(choices)
         if url not in self._endpoints:
-            self._endpoints[url] = self._connect(url, choices)
+            try:
+                self._endpoints[url] = self._connect(url, choices)
+            except TaskWeaverLabError:
+                raise
+            except Exception as exc:  # the client refuses the URL itself
+                raise TaskWeaverLabError(errors.unsendable(url, self.config.model, f"{type(exc).__name__}: {exc}")) from None
         return self._endpoints[url]
 
     def _connect(self, url: str, choices: UserChoices) -> _Endpoint:
@@ -220,6 +225,8 @@ class LLM:
                 what = f"sent {'a streamed event' if self.config.stream else 'a body'} that is not JSON " \
                     f"({errors.describe(exc.doc)!r})" if isinstance(exc, json.JSONDecodeError) else str(exc)
                 raise TaskWeaverLabError(errors.garbled(endpoint.where, model, what)) from None
+            except Unsendable as exc:
+                raise TaskWeaverLabError(errors.unsendable(endpoint.where, model, str(exc))) from None
             except DeadlineExceeded:
                 raise TaskWeaverLabError(errors.deadline(endpoint.where, model, self.config.llm_deadline)) from None
         if schema is not None and fmt != endpoint.format:  # a lower rung worked: remember it for this endpoint
@@ -280,6 +287,14 @@ class LLM:
 
     def _open(self, endpoint: _Endpoint, kwargs: dict[str, Any], reading: "_Reading") -> Iterable[Any]:
         """Runs in the request's worker thread: the stream (or the whole completion, as one item)."""
+        try:
+            return self._create(endpoint, kwargs, reading)
+        except openai.OpenAIError:
+            raise
+        except Exception as exc:  # the request could not even be written: a malformed URL, a non-ASCII key
+            raise Unsendable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _create(self, endpoint: _Endpoint, kwargs: dict[str, Any], reading: "_Reading") -> Iterable[Any]:
         if not self.config.stream:
             return [endpoint.client.chat.completions.create(**kwargs)]
         options = {"stream_options": {"include_usage": True}} if endpoint.stream_usage else {}

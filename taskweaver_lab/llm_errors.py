@@ -23,6 +23,10 @@ class Garbled(Exception):
     """The endpoint answered with something that is not the OpenAI protocol; ``str()`` says what it sent."""
 
 
+class Unsendable(Exception):
+    """The request could not be written at all (a malformed base_url, a key that is not plain text)."""
+
+
 _CONTEXT = re.compile(
     r"context[_ ]?(length|size|window)|maximum context|max context|context the overflows|too many tokens|"
     r"prompt (is )?too long|exceed_context|input is too long|reduce the length of the messages", re.I)
@@ -91,7 +95,7 @@ def too_long(where: str, model: str, exc: BaseException) -> str:
 
 def unreachable(where: str, model: str, retries: int, exc: BaseException) -> str:
     return (f"Cannot get a reply from the LLM endpoint {where} (model {model}) after {retries} retries: "
-            f"{type(exc).__name__}: {reason(exc)}. Is the server running, and is base_url right?")
+            f"{type(exc).__name__}: {reason(exc).rstrip('.')}. Is the server running, and is base_url right?")
 
 
 def failing(where: str, model: str, retries: int, exc: BaseException) -> str:
@@ -119,6 +123,11 @@ def rate_limited(where: str, model: str, waited: float, exc: BaseException, aske
 def deadline(where: str, model: str, seconds: float) -> str:
     return (f"The LLM endpoint {where} did not finish its reply (model {model}) within {math_ceil(seconds)} s, the "
             "deadline TaskWeaverLab.llm_deadline sets; try again, use a faster model, or raise llm_deadline.")
+
+
+def unsendable(where: str, model: str, detail: str) -> str:
+    return (f"The request to the LLM endpoint {where} could not be made (model {model}): {detail[:200]}; check "
+            "base_url (a full http(s) URL) and the API key (plain ASCII).")
 
 
 def garbled(where: str, model: str, what: str) -> str:

@@ -85,3 +85,11 @@ def test_cassette_records_then_replays_without_the_endpoint(llm_server, tmp_path
     with pytest.raises(TaskWeaverLabError, match="has no reply for this planner prompt"):
         offline.complete("planner", [{"role": "user", "content": "something else"}])
     assert API_KEY not in cassette.read_text()
+
+
+def test_a_request_that_cannot_be_made_says_what_to_check(llm_server) -> None:
+    with pytest.raises(TaskWeaverLabError, match="could not be made .*UnicodeEncodeError.*check base_url .* and the API key"):
+        make_llm(llm_server, api_key="sk-clé-été-000000").complete("planner", MESSAGES)
+    assert llm_server.requests == []
+    with pytest.raises(TaskWeaverLabError, match=r"The request to the LLM endpoint http://\[::1/v1 could not be made"):
+        LLM(make_config({"base_url": "http://[::1/v1", "api_key": API_KEY})).complete("planner", MESSAGES)
