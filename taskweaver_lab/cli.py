@@ -106,12 +106,16 @@ def _print_event(step: Step) -> None:
 
 
 def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from .plugins import note_kernel_setup
     from .session import TaskWeaverApp
 
     app = TaskWeaverApp(config=overrides)
     for problem in app.load_errors:
         print(f"warning: {problem}", file=sys.stderr)
     with app.create_session(notebook=args.notebook, new=args.new) as session:
+        # plugins whose file raised in the kernel: said here, and left out of every prompt
+        for problem in note_kernel_setup(app.plugins, session.executor.state.setup_messages):
+            print(f"warning: {problem}", file=sys.stderr)
         for notice in session.setup_notices:
             print(f"warning: {notice.text}", file=sys.stderr)
         for message in args.message:

@@ -15,6 +15,7 @@ import builtins
 import json
 import keyword
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ from typing import Any, Sequence
 
 import yaml
 
+from .plugin_index import index_for
 from .verifier import AST_LOCK
 
 RUNTIME_MODULE = "_taskweaver_lab_plugins"
+# libyaml's safe loader is ~10x faster than the pure-Python one (1,000 plugins load in a blink)
+YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _REQUIRED_FIELDS = ("name", "description", "parameters", "returns")
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -83,9 +87,10 @@ def builtin_plugins_dir() -> Path:
     return installed if installed.is_dir() else package_dir.parent / "plugins"
 
 
-def load_plugins(dirs: Sequence[str], include_builtins: bool = True) -> tuple[list[PluginSpec], list[str]]:
+def load_plugins(dirs: Sequence[str], include_builtins: bool = True) -> tuple["PluginSet", list[str]]:
     """Load every plugin under ``dirs`` (built-ins first). Returns (specs, errors); never raises for a bad plugin."""
     folders = ([str(builtin_plugins_dir())] if include_builtins else []) + [str(d) for d in dirs]
+    stamp = files_stamp(folders)  # before reading: a file changed while we read makes the next check reload
     by_name: dict[str, PluginSpec] = {}
     errors: list[str] = []
     for folder in folders:
@@ -104,7 +109,9 @@ def load_plugins(dirs: Sequence[str], include_builtins: bool = True) -> tuple[li
                 continue
             seen_here.add(spec.name)
             by_name[spec.name] = spec  # a later directory overrides an earlier one
-    return list(by_name.values()), errors
+    loaded = PluginSet(list(by_name.values()))
+    loaded.folders, loaded.stamp = tuple(folders), stamp
+    return loaded, errors
 
 
 def _yaml_files(root: Path) -> list[Path]:
@@ -115,7 +122,7 @@ def _yaml_files(root: Path) -> list[Path]:
 def load_plugin(yaml_path: Path) -> tuple[PluginSpec | None, list[str]]:
     """Load one YAML + .py pair; (None, errors) when it cannot be used."""
     try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+        data = yaml.load(yaml_path.read_text(encoding="utf-8"), Loader=YAML_LOADER)  # noqa: S506 (a safe loader)
     except (OSError, UnicodeDecodeError) as exc:
         return None, [f"{yaml_path}: cannot read: {exc}"]
     except yaml.YAMLError as exc:
@@ -125,7 +132,7 @@ def load_plugin(yaml_path: Path) -> tuple[PluginSpec | None, list[str]]:
     errors = [f"{yaml_path}: {problem}" for problem in _validate_fields(data)]
     if errors:
         return None, errors
-    source_path, source, problem = _read_implementation(yaml_path, data["name"])
+    source_path, source, problem = _read_implementation(yaml_path, data["name"], data.get("parameters") or ())
     if problem:
         return None, [problem]
     return _spec_from(data, yaml_path, source_path, source), []
@@ -174,7 +181,7 @@ def _validate_field_list(field: str, items: Any) -> list[str]:
     return problems
 
 
-def _read_implementation(yaml_path: Path, name: str) -> tuple[str, str, str]:
+def _read_implementation(yaml_path: Path, name: str, yaml_parameters: Sequence[dict] = ()) -> tuple[str, str, str]:
     """Find and check the .py next to the YAML: (path, source, problem)."""
     candidates = [yaml_path.with_suffix(".py"), yaml_path.with_name(f"{name}.py")]
     py_path = next((p for p in candidates if p.is_file()), None)
@@ -188,18 +195,54 @@ def _read_implementation(yaml_path: Path, name: str) -> tuple[str, str, str]:
         return "", "", f"{py_path}: line {exc.lineno}: SyntaxError: {exc.msg}"
     except (OSError, UnicodeDecodeError) as exc:
         return "", "", f"{py_path}: cannot read: {exc}"
-    if not _has_registration(tree):
+    registered = _registered(tree)
+    if not registered:
         return "", "", f"{py_path}: no @register_plugin class or function (TaskWeaver plugin format)"
+    mismatch = signature_mismatch(registered[-1], yaml_parameters)  # the runtime binds the last one registered
+    if mismatch:
+        return "", "", (f"{py_path}: {mismatch}, so calls written from {yaml_path.name} would fail; make the YAML's "
+                        "parameters and the function's agree.")
     return str(py_path), source, ""
 
 
-def _has_registration(tree: ast.Module) -> bool:
+def _registered(tree: ast.Module) -> list[ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef]:
+    found = []
     for node in ast.walk(tree):
         for decorator in getattr(node, "decorator_list", []):
             target = decorator.func if isinstance(decorator, ast.Call) else decorator
             if getattr(target, "id", getattr(target, "attr", "")) == "register_plugin":
-                return True
-    return False
+                found.append(node)
+    return sorted(found, key=lambda node: node.lineno)
+
+
+def signature_mismatch(node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef, yaml_parameters: Sequence[Any]) -> str:
+    """What keeps calls written from the YAML's parameters from fitting the registered function ('' when they fit,
+    by keyword and by position). A class whose ``__call__`` is inherited is not checked here."""
+    func = node if not isinstance(node, ast.ClassDef) else next(
+        (n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "__call__"), None)
+    if func is None:
+        return ""
+    where = f"{node.name}.__call__" if isinstance(node, ast.ClassDef) else f"{func.name}()"
+    args = func.args
+    positional = [a.arg for a in args.posonlyargs + args.args][1 if isinstance(node, ast.ClassDef) else 0:]
+    required = positional[:len(positional) - len(args.defaults)]
+    required += [a.arg for a, default in zip(args.kwonlyargs, args.kw_defaults) if default is None]
+    names = positional + [a.arg for a in args.kwonlyargs]
+    declared = {str(p["name"]): p for p in yaml_parameters if isinstance(p, dict) and isinstance(p.get("name"), str)}
+    takes = f"it takes: {', '.join(names) or 'no parameters'}"
+    unknown = [name for name in declared if name not in names]
+    if unknown and args.kwarg is None:
+        return f"the YAML's parameter '{unknown[0]}' is not a parameter of {where} ({takes})"
+    missing = [name for name in required if name not in declared]
+    if missing:
+        return f"{where} requires '{missing[0]}', which the YAML's parameters do not declare ({takes})"
+    optional = [name for name in required if declared[name].get("required", True) is False]
+    if optional:
+        return f"the YAML marks '{optional[0]}' optional (required: false) but {where} has no default for it"
+    in_yaml_order = [name for name in declared if name in positional]
+    if in_yaml_order != [name for name in positional if name in declared]:
+        return f"the YAML lists the parameters in another order than {where} ({takes}), so positional calls mix them up"
+    return ""
 
 
 def _spec_from(data: dict[str, Any], yaml_path: Path, source_path: str, source: str) -> PluginSpec:
@@ -264,29 +307,89 @@ def lexical_rank(documents: Sequence[str], query: str) -> list[tuple[int, float]
     return sorted(scores, key=lambda pair: (-pair[1], pair[0]))
 
 
-def _ranking_text(spec: PluginSpec) -> str:
-    # The name counts three times: it is the most deliberate word a plugin author writes.
-    fields = [spec.name] * 3 + [spec.description, spec.examples]
-    for item in spec.parameters + spec.returns:
-        fields += [str(item.get("name", "")), str(item.get("description", ""))]
-    return " ".join(fields)
-
-
 def select_plugins(specs: Sequence[PluginSpec], query: str, limit: int) -> list[PluginSpec]:
     """The plugins for one prompt, in load order (stable prompts).
 
-    All enabled ones when there are at most ``limit``; otherwise the ``required`` ones plus the
-    best lexical matches for ``query`` (only those that match at all) up to ``limit`` in total.
+    All enabled ones when there are at most ``limit``; otherwise the ``required`` ones plus the best
+    matches for ``query`` (only those that match at all) up to ``limit`` in total (``plugin_index.py``:
+    an index built once per plugin set). Plugins the kernel could not load (``PluginSet.unavailable``)
+    are never offered.
     """
-    enabled = [s for s in specs if s.enabled]
+    unavailable = getattr(specs, "unavailable", {})
+    offered = [s.enabled and s.name not in unavailable for s in specs]
+    enabled = [s for s, ok in zip(specs, offered) if ok]
     if len(enabled) <= limit:
         return enabled
-    required = [s for s in enabled if s.required]
-    optional = [s for s in enabled if not s.required]
-    room = max(0, limit - len(required))
-    ranked = lexical_rank([_ranking_text(s) for s in optional], query)
-    chosen = {optional[i].name for i, score in ranked[:room] if score > 0}
-    return [s for s in enabled if s.required or s.name in chosen]
+    room = max(0, limit - sum(s.required for s in enabled))
+    skip = {i for i, (s, ok) in enumerate(zip(specs, offered)) if not ok or s.required}
+    chosen = set(index_for(specs).top(query, room, skip))
+    return [s for i, (s, ok) in enumerate(zip(specs, offered)) if ok and (s.required or i in chosen)]
+
+
+# --- What the kernel said -----------------------------------------------------------------
+
+class PluginSet(list):  # type: ignore[type-arg]
+    """The loaded plugins (``PluginSpec`` in load order) with where they came from and what a kernel said.
+
+    ``unavailable``: plugin name -> the sentence a user sees, for plugins whose file raised when the last
+    kernel set up with this set imported it; they are not offered to the LLM. ``changed()``: the plugin
+    files (or folders) differ from when the set was loaded, so it should be loaded again.
+    """
+
+    def __init__(self, specs: Sequence[PluginSpec] = (), folders: Sequence[str] = ()) -> None:
+        super().__init__(specs)
+        self.folders = tuple(folders)
+        self.unavailable: dict[str, str] = {}
+        self.stamp = files_stamp(self.folders)
+
+    def changed(self) -> bool:
+        return files_stamp(self.folders) != self.stamp
+
+
+def files_stamp(folders: Sequence[str]) -> tuple[Any, ...]:
+    """(path, mtime, size) of every plugin folder and file, one level of sub-folders deep (the layouts we load)."""
+    stamp: list[Any] = []
+    pending = [(Path(folder).expanduser(), 1) for folder in folders]
+    while pending:
+        folder, depth = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                stamp.append((str(folder), folder.stat().st_mtime_ns))
+                for entry in entries:
+                    if entry.is_dir() and depth > 0:
+                        pending.append((Path(entry.path), depth - 1))
+                    elif entry.name.endswith((".yaml", ".yml", ".py")):
+                        info = entry.stat()
+                        stamp.append((entry.path, info.st_mtime_ns, info.st_size))
+        except OSError:
+            stamp.append((str(folder), None))
+    return tuple(sorted(stamp, key=lambda item: item[0]))
+
+
+_KERNEL_FAILURE = re.compile(r"^taskweaver_lab: plugin (\w+) not loaded \((.*?)\): (.*)$")
+
+
+def note_kernel_setup(plugins: Sequence[PluginSpec], printed: Sequence[str]) -> list[str]:
+    """Read what a kernel printed while loading ``plugins``: the ones that failed become unavailable (a
+    ``PluginSet`` keeps them out of prompts until a kernel loads them). Returns what to tell the user."""
+    failed: dict[str, str] = {}
+    for line in printed:
+        match = _KERNEL_FAILURE.match(line.strip())
+        if match:
+            name, where, detail = match.groups()
+            failed[name] = (f"Plugin {name} ({where}) failed to load in the kernel ({detail}), so it is not offered to "
+                            "the LLM; install what it needs in the kernel's environment or fix the file, then restart "
+                            "the kernel.")
+    if isinstance(plugins, PluginSet):
+        plugins.unavailable = failed
+    return list(failed.values())
+
+
+def set_up_kernel(executor: Any, plugins: Sequence[PluginSpec], use_guard: bool) -> list[str]:
+    """``executor.setup`` (helper, guard, plugins), then what the kernel said about the plugins (see above)."""
+    before = len(executor.state.setup_messages)
+    executor.setup(plugins, use_guard)
+    return note_kernel_setup(plugins, executor.state.setup_messages[before:])
 
 
 # --- Into the kernel ---------------------------------------------------------------------

@@ -43,7 +43,7 @@ def _write(folder: Path, name: str, yaml_text: str, py_text: str | None) -> None
         (folder / f"{name}.py").write_text(py_text)
 
 
-GOOD_PY = "from taskweaver.plugin import Plugin, register_plugin\n\n@register_plugin\nclass P(Plugin):\n    def __call__(self):\n        return 1\n"
+GOOD_PY = "from taskweaver.plugin import Plugin, register_plugin\n\n@register_plugin\nclass P(Plugin):\n    def __call__(self, x):\n        return 1\n"
 
 
 def _yaml(name: str, drop: str = "", param_type: str = "str") -> str:

@@ -27,6 +27,7 @@ _LOCAL: dict[str, Any] = {}   # this kernel's in-process session: {"key", "sessi
 def _local_session(shell: Any, options: Options, view: TurnView) -> Any:
     """The kernel's session; a new one for ``--new``; settings changed on the line keep the history."""
     from ..inprocess import InProcessExecutor
+    from ..plugins import note_kernel_setup
     from ..secrets import redact
     from ..session import TaskWeaverApp
 
@@ -40,6 +41,7 @@ def _local_session(shell: Any, options: Options, view: TurnView) -> Any:
     executor.redact = lambda text: redact(text, [s for s in (app.config.api_key,) if s])
     keep = current is not None and not options.new
     session = app.create_session(executor=executor, new=options.new, carry_over=current if keep else None)
+    note_kernel_setup(app.plugins, executor.state.setup_messages)  # a plugin that raised on import: out of prompts
     for problem in app.load_errors + executor.state.setup_messages:
         view.line(f"*warning:* {problem}")
     executor.state.setup_messages.clear()

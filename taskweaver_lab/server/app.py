@@ -108,7 +108,7 @@ class TaskWeaverLabExtension(ExtensionApp):
                 "models": {"planner": config.model_for("planner"), "code_generator": config.model_for("code_generator")},
                 "rtc": self.ydoc() is not None, "approval": config.approval,
                 "user_base_url": config.allow_user_base_url, "allowed_models": list(config.allowed_models),
-                "load_errors": list(self.core.load_errors),
+                "load_errors": list(self.core.load_errors) + list(getattr(self.core.plugins, "unavailable", {}).values()),
                 "sandbox": "landlock" if self.sandbox is not None else "none",
                 **(self.sandbox.status() if self.sandbox is not None else {})}
 

@@ -38,8 +38,8 @@ def plain(cell: Cell) -> dict[str, Any]:
 
 
 class AnchoredFileRecorder(FileRecorder):
-    """The file recorder (re-reads, rewrites atomically, never brings back a deleted file) that can
-    insert below a cell."""
+    """The server's file recorder (re-reads, rewrites atomically, never brings back a deleted file): every
+    cell written when it is made, inserted below a cell when there is an anchor."""
 
     def __init__(self, path: str | Path, after_cell_id: str | None = None, nb: Any = None,
                  notify: Callable[[str], None] | None = None) -> None:
@@ -50,7 +50,10 @@ class AnchoredFileRecorder(FileRecorder):
 
     def add_cell(self, cell: Cell) -> None:
         if self.anchor is None:
-            return super().add_cell(cell)
+            # every cell is written at once: a server that dies mid-round leaves the request and the plan
+            # in the file (the file recorder of the CLI batches them with the next step)
+            super().add_cell(cell)
+            return self.flush()
         if self.gone():
             return
         if self.path.exists():

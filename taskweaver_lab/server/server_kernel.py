@@ -26,6 +26,7 @@ log = logging.getLogger("taskweaver_lab.kernel")
 # (kernel_helper.stop). A subshell's thread gets KeyboardInterrupt (effective at the next Python
 # bytecode: a pure-Python loop stops, a blocking C call such as time.sleep finishes first); the main
 # thread gets SIGINT, which also ends a blocking call.
+_SET_UP = "print('known' if {module!r} in __import__('sys').modules else 'fresh')"
 _STOP = "print(getattr(__import__('sys').modules.get({module!r}), 'stop', lambda m: 'no helper')({msg_id!r}))"
 
 
@@ -132,6 +133,7 @@ class ServerKernelExecutor(KernelExecutor):
         super().__init__(client, workspace, kernel.interrupt, kernel.is_alive, summary_chars, redact)
         self.kernel = kernel
         self.running = False
+        self.fresh_kernel = True  # no session ran in this kernel process before ours (attach_executor checks)
 
     def execute(self, code: str, *, agent: bool = True, timeout: float | None = None, subshell: bool = False,
                 cancel: threading.Event | None = None) -> Execution:
@@ -143,6 +145,15 @@ class ServerKernelExecutor(KernelExecutor):
             return super().execute(code, agent=agent, timeout=timeout, subshell=subshell, cancel=cancel)
         finally:
             self.running = False
+
+    def kernel_was_set_up(self) -> bool:
+        """(worker thread, before setup) Whether this kernel process already has our helper: False for a kernel
+        that never served a session (a server restart, a kernel restarted while the server was away)."""
+        before = len(self.state.setup_messages)
+        self.bootstrap(_SET_UP.format(module=kernel_helper.MODULE_NAME), "the kernel check")
+        printed = self.state.setup_messages[before:]
+        del self.state.setup_messages[before:]
+        return "known" in printed
 
     def interrupt(self) -> None:
         if not self.running:
@@ -169,4 +180,5 @@ def attach_executor(kernel: ServerKernel, workspace: str, app: Any) -> ServerKer
         kernel.subshell_id = executor.use_subshell()
     except TaskWeaverLabError:
         kernel.subshell_id = None  # ipykernel < 7: sidebar turns still work, the magic runs in-process
+    executor.fresh_kernel = not executor.kernel_was_set_up()
     return executor

@@ -28,6 +28,7 @@ from ..agent import Decision
 from ..config import NO_ENDPOINT_HELP, SETTINGS_HINT
 from ..llm import UserChoices
 from ..notebook import Cell, Recorder, read_notebook, steps_from_notebook
+from ..plugins import PluginSet, load_plugins, note_kernel_setup, set_up_kernel
 from ..secrets import redact
 from ..session import RoundOptions, Session, TaskWeaverApp
 from ..steps import Draft, Notice, Step, TaskWeaverLabError, Usage, Verdict
@@ -119,6 +120,8 @@ class NotebookSession:
     session: Session
     kernel: ServerKernel
     executor: ServerKernelExecutor
+    plugins: Any = None                                   # the plugin set its kernel was set up with
+    notices: list[str] = field(default_factory=list)      # said at the start of its next turn (plugin problems)
 
 
 class TurnManager:
@@ -132,6 +135,7 @@ class TurnManager:
         self.turns: dict[str, Turn] = {}
         self.active: dict[str, str] = {}            # path -> id of its running turn
         self.subscribers: dict[str, set[Subscriber]] = {}
+        self._plugins_lock = threading.Lock()
 
     # --- requests -------------------------------------------------------------------------
     async def start(self, request: TurnRequest) -> Turn:
@@ -212,9 +216,13 @@ class TurnManager:
     def _session_for(self, request: TurnRequest, os_path: str, kernel: ServerKernel) -> NotebookSession:
         """(worker thread) The notebook's session on this kernel: reused, re-attached or created."""
         self.admit(kernel)
+        self._refresh_plugins()
         entry = self.sessions.get(request.path)
         if entry is None or not entry.kernel.same_process(kernel) or request.new:
             entry = self._new_session(request, os_path, kernel, entry)
+        elif entry.plugins is not self.app.plugins:  # the plugin files changed since its kernel loaded them
+            entry.notices += set_up_kernel(entry.executor, self.app.plugins, self.app.config.guard)
+            entry.plugins = self.app.plugins
         if request.origin == "magic" and entry.kernel.subshell_id is None:
             raise TaskWeaverLabError("This kernel has no subshells (needs ipykernel >= 7), so %%taskweaver cannot "
                                      "join the server session without deadlocking; it runs in-process instead.")
@@ -229,10 +237,26 @@ class TurnManager:
         # recorder=None: each turn brings its own (RTC, the sidebar, the file), see _recorder
         session = self.app.create_session(notebook=os_path, executor=executor, recorder=None, new=request.new,
                                           carry_over=carry_over)
-        if carry_over is not None:  # another kernel (or a restart): the chat goes on, its variables are gone
+        # another kernel (a restart), or a chat resumed from the record on a kernel that never ran it (the
+        # server restarted): the chat goes on, its variables are gone, and the next round says so first
+        if carry_over is not None or (executor.fresh_kernel and not request.new):
             session.kernel_replaced()
-        self.sessions[request.path] = NotebookSession(session, kernel, executor)
+        failed = note_kernel_setup(self.app.plugins, executor.state.setup_messages)  # out of the prompts from now on
+        self.sessions[request.path] = NotebookSession(session, kernel, executor, self.app.plugins,
+                                                      list(self.app.load_errors) + failed)
         return self.sessions[request.path]
+
+    def _refresh_plugins(self) -> None:
+        """(worker thread) Load the plugins again when their files changed (the index follows the new set)."""
+        with self._plugins_lock:
+            current = self.app.plugins
+            if not isinstance(current, PluginSet) or not current.changed():
+                return
+            plugins, errors = load_plugins(self.app.config.plugin_dirs, self.app.config.load_builtin_plugins)
+            folders = tuple(str(Path(f).expanduser()) for f in current.folders)
+            self.app.load_errors = errors + [e for e in self.app.load_errors if not e.startswith(folders)]
+            self.app.plugins = plugins
+            log.info("taskweaver_lab: plugin files changed; %d plugins loaded again", len(plugins))
 
     def _recorder(self, turn: Turn, request: TurnRequest, os_path: str) -> Recorder:
         """RTC when the shared document exists; the sidebar when it has the notebook open; else the file."""
@@ -261,6 +285,9 @@ class TurnManager:
 
         state, error = "finished", ""
         publish({"kind": "turn", "state": "started", "origin": turn.origin, "record": turn.record})
+        for text in entry.notices:  # plugins that are not offered, once per session (the magic shows them too)
+            publish(Notice("warning", f"Not loaded: {text}").to_json())
+        entry.notices = []
         try:
             if turn.cancel.is_set():
                 raise TaskWeaverLabError("Stopped before the turn started.")

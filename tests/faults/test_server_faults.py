@@ -10,6 +10,9 @@ from typing import Any
 import nbformat
 import pytest
 
+from taskweaver_lab.server.turns import TurnManager
+from taskweaver_lab.testing import code_reply, plan_reply
+
 from conftest import API_KEY
 from server_support import (NS, as_json, open_notebook_kernel, post, read_until, script_one_step, server_config,
                             started, turn_ended, watched_notebook)
@@ -82,4 +85,64 @@ async def test_the_notebook_is_free_when_finished_is_sent(jp_serverapp: Any, jp_
         assert nxt.code == 202, nxt.body
     assert (await read_until(ws, turn_ended, timeout=120))[-1]["event"]["state"] == "finished"
     assert busy_when_finished == [False, False, False]
+    ws.close()
+
+
+# --- item 13: the server restarted mid-turn ----------------------------------------------------------------
+async def test_server_restart_mid_turn_keeps_the_request_and_announces_the_new_kernel(
+        jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, llm_server: Any) -> None:
+    notebook, kernel_id, ws = await watched_notebook(jp_serverapp, jp_fetch, jp_ws_fetch, jp_root_dir)
+    llm_server.add("planner", plan_reply("Load the data into `rows`, then wait for the export.", plan=["load", "export"]))
+    llm_server.add("coder", code_reply("rows = [1, 2, 3]\nimport time\ntime.sleep(60)"))
+    first = await post(jp_fetch, "turns", body={"path": "nb.ipynb", "kernel_id": kernel_id, "message": "load and export"})
+    assert first.code == 202, first.body
+    await read_until(ws, lambda e: e["event"]["kind"] == "verdict", timeout=120)
+    await asyncio.sleep(1.0)  # the cell runs: this is when the server dies
+    on_disk_at_crash = notebook.read_text()
+    crashed = nbformat.reads(on_disk_at_crash, 4)
+    assert [c.metadata["taskweaver_lab"]["kind"] for c in crashed.cells] == ["user", "plan"]
+    assert "load and export" in crashed.cells[0].source and "Load the data" in crashed.cells[1].source
+
+    # The restart: the old turn is gone (stopped here, its later cells dropped), the file is what was on disk,
+    # a fresh registry, and the notebook gets a new kernel, as after a real restart.
+    ext = await started(jp_serverapp)
+    ext.turns.stop(as_json(first)["turn_id"])
+    await read_until(ws, turn_ended, timeout=120)
+    ws.close()
+    ext.turns.close()
+    notebook.write_text(on_disk_at_crash)
+    ext.turns = TurnManager(ext.core, jp_serverapp, asyncio.get_running_loop(), ext.ydoc)
+    for session in json.loads((await jp_fetch("api", "sessions")).body):  # the old kernel went with the old server
+        await jp_fetch("api", "sessions", session["id"], method="DELETE")
+    new_kernel = await open_notebook_kernel(jp_fetch, "nb.ipynb")
+    assert new_kernel != kernel_id
+    ws = await jp_ws_fetch(NS, "events", params={"path": "nb.ipynb"})
+    script_one_step(llm_server, "rows = [4, 5]\nprint(len(rows))", "There are 2 rows.")
+    again = await post(jp_fetch, "turns", body={"path": "nb.ipynb", "kernel_id": new_kernel, "message": "load again"})
+    assert again.code == 202, again.body
+    envelopes = await read_until(ws, turn_ended, timeout=120)
+    assert envelopes[-1]["event"]["state"] == "finished", envelopes[-1]
+    executions = [e["event"] for e in envelopes if e["event"]["kind"] == "execution"]
+    assert "kernel was restarted" in executions[0]["summary"] and not executions[0]["code"]
+    planner_prompt = json.dumps(llm_server.calls("planner")[-2]["messages"])
+    assert "kernel was restarted" in planner_prompt and "load and export" in planner_prompt
+    assert executions[1]["ok"] and executions[1]["outputs"][0]["text"] == "2\n"
+    ws.close()
+
+
+async def test_a_resumed_chat_on_its_own_kernel_is_not_announced_as_replaced(
+        jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Path, llm_server: Any) -> None:
+    _, kernel_id, ws = await watched_notebook(jp_serverapp, jp_fetch, jp_ws_fetch, jp_root_dir)
+    script_one_step(llm_server, "kept = 7\nprint(kept)", "Set.")
+    assert (await post(jp_fetch, "turns", body={"path": "nb.ipynb", "kernel_id": kernel_id, "message": "set"})).code == 202
+    await read_until(ws, turn_ended, timeout=120)
+    ext = await started(jp_serverapp)  # a fresh registry (the extension reloaded), the kernel kept its variables
+    ext.turns = TurnManager(ext.core, jp_serverapp, asyncio.get_running_loop(), ext.ydoc)
+    ws.close()
+    ws = await jp_ws_fetch(NS, "events", params={"path": "nb.ipynb"})
+    script_one_step(llm_server, "print(kept + 1)", "8.")
+    assert (await post(jp_fetch, "turns", body={"path": "nb.ipynb", "kernel_id": kernel_id, "message": "add"})).code == 202
+    envelopes = await read_until(ws, turn_ended, timeout=120)
+    executions = [e["event"] for e in envelopes if e["event"]["kind"] == "execution"]
+    assert len(executions) == 1 and executions[0]["outputs"][0]["text"] == "8\n"
     ws.close()
