@@ -15,8 +15,8 @@ from .verifier import Policy, verify
 
 Notify = Callable[[str, str], None]   # (level, text)
 
-KERNEL_RENEWED = ("The kernel had died (its variables are gone), so a new kernel was started for this round. "
-                  "Re-create what the question needs, or ask again.")
+KERNEL_RENEWED = ("The kernel stopped since the last round (it died or was restarted), so its variables are gone: this "
+                  "round runs on a new kernel and re-creates what it needs.")
 
 
 def record_notices(record: RecordHistory, path: Path, notify: Notify) -> None:
