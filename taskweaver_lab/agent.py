@@ -13,8 +13,8 @@ from .config import TaskWeaverLab
 from .kernel import Executor, printed_result
 from .llm import Cancelled, Reply, UserChoices
 from .planner import Planner
-from .steps import (Answer, Draft, Execution, Notice, Plan, Role, Step, TaskWeaverLabError, TextDelta, UserMessage,
-                    Verdict)
+from .steps import (Answer, Draft, Execution, Notice, Plan, Role, Step, StopReason, TaskWeaverLabError, TextDelta,
+                    UserMessage, Verdict)
 from .verifier import Policy, verify
 
 Decision = tuple[Literal["run", "skip", "edit"], str]
@@ -74,6 +74,12 @@ class Agent:
                 ctx.add(answer)
                 return answer
             self.run_step(plan, user.text, ctx)
+            computed = grounding.fields_answer(history, user.round)
+            if computed:  # every result the user asked for is printed, in their format: no more calls needed
+                answer = self._grounded(f"The code computed every result you asked for:\n\n{computed}",
+                                        "Completed", history, user.round)
+                ctx.add(answer)
+                return answer
 
     @staticmethod
     def _answer(plan: Plan, finished: Execution | None, history: list[Step]) -> Answer:
@@ -84,12 +90,15 @@ class Agent:
             text = plan.message
         if plan.is_question:
             return Answer(text, True, plan.stop, plan.round)
-        # The format the user asked for, from what the code printed; every figure traced to the cell that
-        # printed it; what none printed is marked for the reader.
+        # The format the user asked for, from what the code printed.
         text = grounding.complete_format(text, history, plan.round)
-        found = grounding.check(text, history, plan.round)
-        return Answer(grounding.mark(text, found.ungrounded), False, "Completed" if finished else plan.stop,
-                      plan.round, found.sources, found.ungrounded)
+        return Agent._grounded(text, "Completed" if finished else plan.stop, history, plan.round)
+
+    @staticmethod
+    def _grounded(text: str, stop: StopReason, history: list[Step], round_number: int) -> Answer:
+        """A final answer with every figure traced to the cell that printed it; what none printed is marked."""
+        found = grounding.check(text, history, round_number)
+        return Answer(grounding.mark(text, found.ungrounded), False, stop, round_number, found.sources, found.ungrounded)
 
     def run_step(self, plan: Plan, request: str, ctx: RoundContext) -> None:
         """Auto-correction: rejections and errors go straight back to the Code Generator, no Planner call.

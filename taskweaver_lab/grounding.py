@@ -149,12 +149,31 @@ def format_problem(text: str, history: Sequence[Step], round_number: int) -> str
             "with the values copied from the execution reports.")
 
 
-def complete_format(text: str, history: Sequence[Step], round_number: int) -> str:
-    """``text`` plus the requested ``@name[value]`` fields it lacks that the round's code printed (grounded by
-    construction); fields nobody printed stay missing rather than invented."""
+def _printed_fields(history: Sequence[Step], round_number: int) -> dict[str, str]:
+    """The ``@name[value]`` fields the round's successful code printed (the latest value of each)."""
     printed: dict[str, str] = {}
     for step in history:
         if isinstance(step, Execution) and step.ok and step.code and step.round == round_number:
             printed.update(_PRINTED_FIELD.findall(output_text(step)))
+    return printed
+
+
+def complete_format(text: str, history: Sequence[Step], round_number: int) -> str:
+    """``text`` plus the requested ``@name[value]`` fields it lacks that the round's code printed (grounded by
+    construction); fields nobody printed stay missing rather than invented."""
+    printed = _printed_fields(history, round_number)
     extra = [f"@{name}[{printed[name]}]" for name in missing_fields(text, history, round_number) if name in printed]
     return text + ("\n\n" + "\n".join(extra) if extra else "")
+
+
+def fields_answer(history: Sequence[Step], round_number: int) -> str:
+    """When the user asked for ``@name[value]`` fields and the round's code has printed every one of them, the
+    answer they asked for, taken from those printed lines (so grounded by construction); else "".
+
+    This ends a round without another Planner call: the results exist in exactly the asked form, and a
+    small Planner only risks restating them wrongly (or planning more steps for finished work)."""
+    wanted = requested_fields(history, round_number)
+    printed = _printed_fields(history, round_number)
+    if not wanted or any(name not in printed or not printed[name].strip() for name in wanted):
+        return ""
+    return "\n".join(f"@{name}[{printed[name].strip()}]" for name in wanted)

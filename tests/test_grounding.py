@@ -163,16 +163,42 @@ def test_a_re_plan_that_repeats_the_failed_step_is_re_asked(llm_server, workspac
 
 
 def test_the_requested_output_format_is_re_asked_then_completed_from_printed_fields(llm_server, workspace: Path) -> None:
-    request = "What is the total of units in sales.csv? Format: @total_units[value]"
-    llm_server.add("planner", plan_reply("Print the total of the 'units' column of sales.csv as @total_units[value]."))
-    llm_server.add("coder", code_reply("import pandas as pd\nprint(f\"@total_units[{pd.read_csv('sales.csv')['units'].sum()}]\")"))
-    prose = plan_reply("The total is 16250.", send_to="User", stop="Completed")
+    request = "What are the total and the mean of units in sales.csv? Format: @total_units[value] @mean_units[value]"
+    llm_server.add("planner", plan_reply("Print the total and the mean of the 'units' column of sales.csv."))
+    llm_server.add("coder", code_reply("import pandas as pd\nunits = pd.read_csv('sales.csv')['units']\n"
+                                       "print(f\"@total_units[{units.sum()}]\")\nprint('mean', units.mean())"))
+    prose = plan_reply("The total is 16250 and the mean is 169.27.", send_to="User", stop="Completed")
     llm_server.add("planner", prose, prose)  # the format is dropped, even after the re-ask
     app = TaskWeaverApp(config=agent_config(llm_server))
     with app.create_session(notebook=workspace / "format.ipynb") as session:
         answer = session.chat(request)
-    assert "@total_units[value]" in llm_server.requests[-1]["messages"][-1]["content"]
-    assert answer.text == "The total is 16250.\n\n@total_units[16250]" and not answer.ungrounded
+    assert "@mean_units[value]" in llm_server.requests[-1]["messages"][-1]["content"]
+    # Only the field some code printed in the asked form is completed; the mean is never re-formatted by us.
+    assert answer.text == "The total is 16250 and the mean is 169.27.\n\n@total_units[16250]" and not answer.ungrounded
+
+
+def test_a_round_ends_without_another_planner_call_once_code_printed_every_requested_field(
+        llm_server, workspace: Path) -> None:
+    request = "Total and maximum of units in sales.csv? Answer as @total_units[value] @max_units[value]"
+    llm_server.add("planner", plan_reply("Load sales.csv.", plan=["Load sales.csv", "Compute the total and maximum"]))
+    llm_server.add("coder", code_reply("import pandas as pd\nunits = pd.read_csv('sales.csv')['units']\n"
+                                       "print(f'@total_units[{units.sum()}]')\nprint(f'@max_units[{units.max()}]')"))
+    app = TaskWeaverApp(config=agent_config(llm_server))
+    with app.create_session(notebook=workspace / "fields.ipynb") as session:
+        answer = session.chat(request)
+    assert [r["model"] for r in llm_server.requests] == ["planner", "coder"]
+    assert answer.stop == "Completed" and answer.text.endswith("@total_units[16250]\n@max_units[281]")
+    assert not answer.ungrounded and {s.figure for s in answer.sources} == {"16250", "281"}
+    assert all(s.origin == "cell" and s.step == 1 for s in answer.sources)
+    assert _answer_cells(workspace / "fields.ipynb")[-1]["text"] == answer.text
+
+
+def test_printed_fields_end_the_round_only_when_every_requested_one_is_there() -> None:
+    history = [UserMessage("Format: @mean[value] @median[value]", 1), _printed("@mean[12.5]\n")]
+    assert grounding.fields_answer(history, 1) == ""
+    history.append(_printed("@median[ 11 ]\n", step=2))
+    assert grounding.fields_answer(history, 1) == "@mean[12.5]\n@median[11]"
+    assert grounding.fields_answer([UserMessage("the mean please", 1), _printed("@mean[12.5]\n")], 1) == ""
 
 
 def test_a_requested_field_nobody_printed_is_never_invented() -> None:
