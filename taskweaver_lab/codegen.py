@@ -85,9 +85,10 @@ class CodeGenerator:
 
     def write(self, task: Plan, request: str, variables: str, feedback: Sequence[tuple[Draft, str]],
               attempt: int, ctx: CallContext) -> Draft:
-        query = f"{request}\n{task.message}"
-        messages = code_messages(task, request, variables, self.plugins_text(query), feedback, self.examples(query),
-                                 self.look(query))
+        # Chosen by the request alone: the same functions the Planner was shown, and the same for every step of
+        # the round (a stable prompt prefix). The data preview also looks at the task (it may name a file).
+        messages = code_messages(task, request, variables, self.plugins_text(request), feedback, self.examples(request),
+                                 self.look(f"{request}\n{task.message}"))
         # After a reply without code, constrain the next one to TaskWeaver's JSON form with python content
         # (where the endpoint supports json_schema): small models otherwise repeat their prose.
         forced = bool(feedback) and feedback[-1][0].reply_type == "text"

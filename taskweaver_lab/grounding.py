@@ -128,10 +128,14 @@ _FIELD = re.compile(r"@([A-Za-z_]\w*)\[")
 _PRINTED_FIELD = re.compile(r"@([A-Za-z_]\w*)\[([^\]\n]*)\]")
 
 
+def field_names(text: str) -> list[str]:
+    """The ``@name[...]`` fields ``text`` names, in order, each once."""
+    return list(dict.fromkeys(_FIELD.findall(text)))
+
+
 def requested_fields(history: Sequence[Step], round_number: int) -> list[str]:
     """The ``@name[...]`` fields the user's message of this round asks for, in order."""
-    text = " ".join(s.text for s in history if isinstance(s, UserMessage) and s.round == round_number)
-    return list(dict.fromkeys(_FIELD.findall(text)))
+    return field_names(" ".join(s.text for s in history if isinstance(s, UserMessage) and s.round == round_number))
 
 
 def missing_fields(text: str, history: Sequence[Step], round_number: int) -> list[str]:

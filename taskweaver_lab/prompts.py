@@ -1,23 +1,25 @@
 """Prompt assembly. Templates are data (``prompts/*.md``).
 
-Cache-stable by construction: every role's messages start with its static template,
-then session-stable parts (plugins, examples), then the conversation. Nothing volatile
-(timestamps, ids) goes in, so a provider's prompt cache hits on the prefix.
-Data shown to the LLM is wrapped in ``<data>`` blocks (spotlighting) and bounded.
+Cache-stable by construction: every role's messages start with its static template; then what stays
+the same for the session (the Planner's summaries of finished rounds, append-only); then the
+per-request choice (functions, examples); then what changes from call to call, last. Nothing volatile
+(timestamps, ids) goes in, so a provider's prompt cache hits on the prefix, and the Planner's prompt
+stays bounded however long the session. Data shown to the LLM is wrapped in ``<data>`` blocks
+(spotlighting) and bounded.
 """
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from .steps import Draft, Execution, Plan, Step, UserMessage
+from .grounding import field_names
+from .steps import Answer, Draft, Execution, Plan, Step, UserMessage
 
 Messages = list[dict[str, str]]
 TEMPLATES = Path(__file__).parent / "prompts"
-# Older rounds shrink to "question -> answer" so long sessions stay cheap.
-FULL_ROUNDS = 3
 
 
 @lru_cache(maxsize=None)
@@ -25,9 +27,13 @@ def template(name: str) -> str:
     return (TEMPLATES / f"{name}.md").read_text().strip()
 
 
+_CLOSING_TAG = re.compile(r"<\s*/\s*data\s*>", re.I)
+
+
 def data_block(text: str) -> str:
     """Mark untrusted text as data (prompt-injection defence); neutralize a forged closing tag."""
-    return "<data>\n" + text.replace("</data>", "<\\/data>") + "\n</data>"
+    # Any spelling of the closing tag (</DATA>, </ data >) would end the block early: all are neutralized.
+    return "<data>\n" + _CLOSING_TAG.sub(lambda m: m.group(0).replace("/", "\\/"), text) + "\n</data>"
 
 
 def plan_json(plan: Plan) -> str:
@@ -49,33 +55,85 @@ def execution_report(execution: Execution, plan: Plan | None = None) -> str:
 
 
 def _system_messages(role: str, functions_intro: str, functions: str, examples: Sequence[Any]) -> Messages:
-    """Static template, then this request's functions, then its examples (in cache-friendly order)."""
-    system = template(role) + (f"\n\n{functions_intro}\n{functions}" if functions else "")
+    """This request's functions and examples (the per-request choice), as system messages."""
     label = "Example conversation:\n" if role == "planner" else "Example:\n"
-    return [{"role": "system", "content": system}] + [
-        {"role": "system", "content": label + render_example(example)} for example in examples]
+    chosen = [{"role": "system", "content": f"{functions_intro}\n{functions}"}] if functions else []
+    return chosen + [{"role": "system", "content": label + render_example(example)} for example in examples]
 
 
 def planner_messages(history: Sequence[Step], capabilities: str, examples: Sequence[Any] = ()) -> Messages:
-    messages = _system_messages("planner", "The CodeInterpreter can also call these functions:", capabilities, examples)
+    """Static template, then one short summary per finished round (append-only, bounded), then this request's
+    functions and examples, then the current round in full.
+
+    That order keeps the prompt's prefix identical from call to call (a provider's prompt cache hits on it)
+    and its size bounded however long the session: a finished round is summarized once and never rewritten;
+    the oldest summaries go in chunks (the notebook keeps them all)."""
     rounds = split_rounds(history)
-    for index, steps in enumerate(rounds):
-        compact = index < len(rounds) - FULL_ROUNDS
-        messages.extend(_round_messages(steps, compact))
+    finished, current = rounds[:-1], rounds[-1] if rounds else []
+    messages = [{"role": "system", "content": template("planner")}]
+    dropped = len(finished) - _kept_summaries(len(finished))
+    if dropped:
+        messages.append({"role": "user", "content": f"({dropped} earlier rounds are in the notebook, not shown here.)"})
+    messages.extend({"role": "user", "content": round_summary(steps)} for steps in finished[dropped:])
+    messages.extend(_system_messages("planner", "The CodeInterpreter can also call these functions:", capabilities, examples))
+    messages.extend(_round_messages(current))
     return messages
+
+
+# The Planner sees at most MAX_SUMMARIES finished rounds; beyond that the oldest DROP_CHUNK go at once, so the
+# prompt prefix changes once every DROP_CHUNK rounds, not every round.
+MAX_SUMMARIES, DROP_CHUNK = 12, 6
+
+
+def _kept_summaries(finished: int) -> int:
+    if finished <= MAX_SUMMARIES:
+        return finished
+    return MAX_SUMMARIES - DROP_CHUNK + (finished - MAX_SUMMARIES - 1) % DROP_CHUNK + 1
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def round_summary(steps: Sequence[Step]) -> str:
+    """One finished round in a few hundred characters: what the user asked, what was answered, the variables
+    its code set (later rounds reuse them). The answer and code output are data, so they are marked as such."""
+    asked = " / ".join(_clip(s.text, 160) for s in steps if isinstance(s, UserMessage))
+    answer = next((s for s in reversed(steps) if isinstance(s, Answer)), None)
+    names = [name for s in steps if isinstance(s, Execution) and s.ok for name in _variables_set(s.summary)]
+    parts = [f"Earlier round {getattr(steps[0], 'round', '?')}. User: {asked}",
+             "Answer: " + data_block(_clip(answer.text, 240)) if answer else "Answer: (none, the round did not finish)"]
+    if names:
+        parts.append("Variables it set: " + data_block(_clip(", ".join(dict.fromkeys(names)), 120)))
+    return "\n".join(parts)
+
+
+def _variables_set(summary: str) -> list[str]:
+    """Variable names from an execution summary's "[variables set] a: ...; b: ..." line (kernel.py)."""
+    line = next((ln for ln in summary.splitlines() if ln.startswith("[variables set] ")), "")
+    return [part.split(":")[0].strip() for part in line[len("[variables set] "):].split("; ") if ":" in part]
 
 
 def split_rounds(history: Sequence[Step]) -> list[list[Step]]:
     """Group steps by round; a round that ended with a question continues in the next round's list."""
     rounds: list[list[Step]] = []
     for step in history:
-        if isinstance(step, UserMessage) or not rounds:
+        if isinstance(step, UserMessage) and not _asked_back(rounds):
+            rounds.append([])
+        elif not rounds:
             rounds.append([])
         rounds[-1].append(step)
     return rounds
 
 
-def _round_messages(steps: Sequence[Step], compact: bool) -> Messages:
+def _asked_back(rounds: list[list[Step]]) -> bool:
+    """Did the last round end with a question to the user (so the next message answers it)?"""
+    last = rounds[-1][-1] if rounds and rounds[-1] else None
+    return isinstance(last, Answer) and last.is_question
+
+
+def _round_messages(steps: Sequence[Step]) -> Messages:
     out: Messages = []
     plan: Plan | None = None
     for step in steps:
@@ -83,9 +141,8 @@ def _round_messages(steps: Sequence[Step], compact: bool) -> Messages:
             out.append({"role": "user", "content": f"User: {step.text}"})
         elif isinstance(step, Plan):
             plan = step
-            if not (compact and step.send_to != "User"):
-                out.append({"role": "assistant", "content": plan_json(step)})
-        elif isinstance(step, Execution) and not compact:
+            out.append({"role": "assistant", "content": plan_json(step)})
+        elif isinstance(step, Execution):
             out.append({"role": "user", "content": execution_report(step, plan)})
     return out
 
@@ -95,16 +152,19 @@ def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
                   data_preview: str = "") -> Messages:
     """Messages for one Code Generator attempt; ``feedback`` holds earlier drafts and what went wrong.
 
-    ``data_preview`` (preview.py: the columns of the data files, already a <data> block) goes right before the
-    request: after the static system prompt, so the cacheable prefix does not change with the files."""
-    messages = _system_messages("code_generator", "These functions are already defined in the kernel "
-                                "(call them, never import them):", plugins_text, examples)
+    Order, for the prompt cache: the static template; the functions and examples chosen for the request; the
+    request and the data preview (``preview.py``, already a <data> block), the same for every step of a round;
+    then what changes from step to step (the kernel's variables, the task) and the attempts so far."""
+    messages = [{"role": "system", "content": template("code_generator")}]
+    messages += _system_messages("code_generator", "These functions are already defined in the kernel "
+                                 "(call them, never import them):", plugins_text, examples)
     # Variable descriptions carry column names read from files: data, like the preview.
     kernel = f"Kernel variables:\n{data_block(variables)}" if variables else "Kernel variables: none yet"
     preview = f"{data_preview}\n" if data_preview else ""
     # The task last, then what to reply: small models otherwise answer the request in prose.
-    context = (f"{kernel}\n{preview}User request (context): {request}\nTask for your code: {task.message}\n"
-               "Reply with one short sentence and one ```python block that computes the task and prints the results.")
+    context = (f"User request (context): {request}\n{preview}{kernel}\nTask for your code: {task.message}\n"
+               "Reply with one short sentence and one ```python block that computes the task and prints the results."
+               + _fields_line(request))
     messages.append({"role": "user", "content": context})
     for draft, problem in feedback:
         if draft.reply_type == "text":  # no code to correct: our own instruction. The prose itself is left out:
@@ -114,6 +174,15 @@ def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
         messages.append({"role": "user", "content": f"That code did not work:\n{data_block(problem)}\n"
                                                     "Reply with the whole corrected code."})
     return messages
+
+
+def _fields_line(request: str) -> str:
+    """Name the ``@name[value]`` fields the user asked for: small models print prose instead unless told which."""
+    names = field_names(request)
+    if not names:
+        return ""
+    return ("\nWhen your code computes a result the User request asks for, print it on its own line as "
+            + " ".join(f"@{name}[value]" for name in names) + ".")
 
 
 def corrective_message(error: str, form: str) -> dict[str, str]:
