@@ -146,3 +146,39 @@ async def test_a_resumed_chat_on_its_own_kernel_is_not_announced_as_replaced(
     executions = [e["event"] for e in envelopes if e["event"]["kind"] == "execution"]
     assert len(executions) == 1 and executions[0]["outputs"][0]["text"] == "8\n"
     ws.close()
+
+
+# --- issue 13: streamed text coalesced ------------------------------------------------------------------
+def test_delta_buffer_coalesces_per_role_and_keeps_order() -> None:
+    from taskweaver_lab.server.turns import DeltaBuffer
+
+    sent: list[dict[str, Any]] = []
+    buffer = DeltaBuffer(sent.append, interval=3600)
+    for piece in ("Hel", "lo ", "world"):
+        buffer.add({"kind": "delta", "role": "planner", "text": piece})
+    assert sent == []
+    buffer.add({"kind": "delta", "role": "code_generator", "text": "x = 1"})  # another role: the first goes out
+    assert sent == [{"kind": "delta", "role": "planner", "text": "Hello world"}]
+    buffer.flush()
+    buffer.flush()
+    assert sent[1:] == [{"kind": "delta", "role": "code_generator", "text": "x = 1"}]
+    every = DeltaBuffer(sent.append, interval=0)
+    every.add({"kind": "delta", "role": "planner", "text": "a"})
+    assert sent[-1]["text"] == "a"
+
+
+async def test_streamed_text_arrives_whole_and_before_its_step(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any,
+                                                                jp_root_dir: Path, llm_server: Any) -> None:
+    _, kernel_id, ws = await watched_notebook(jp_serverapp, jp_fetch, jp_ws_fetch, jp_root_dir)
+    answer = "The sum is 3, computed from the two numbers you gave; nothing else was needed for it."
+    llm_server.add("planner", {"content": plan_reply("Add 1 and 2."), "chunk_chars": 2},
+                   {"content": plan_reply(answer, send_to="User", stop="Completed"), "chunk_chars": 2})
+    llm_server.add("coder", code_reply("print(1 + 2)"))
+    assert (await post(jp_fetch, "turns", body={"path": "nb.ipynb", "kernel_id": kernel_id, "message": "1+2"})).code == 202
+    envelopes = await read_until(ws, turn_ended, timeout=120)
+    events = [e["event"] for e in envelopes]
+    last_plan = max(i for i, e in enumerate(events) if e["kind"] == "plan")
+    streamed = "".join(e["text"] for e in events[:last_plan] if e["kind"] == "delta" and e["role"] == "planner")
+    assert answer in streamed  # every piece arrived, in order, before the step it belongs to
+    assert events[-1]["state"] == "finished"
+    ws.close()
