@@ -153,16 +153,17 @@ def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
     """Messages for one Code Generator attempt; ``feedback`` holds earlier drafts and what went wrong.
 
     Order, for the prompt cache: the static template; the functions and examples chosen for the request; the
-    request and the data preview (``preview.py``, already a <data> block), the same for every step of a round;
-    then what changes from step to step (the kernel's variables, the task) and the attempts so far."""
+    data preview (``preview.py``, already a <data> block) and the request, the same for every step of a round;
+    then what changes from step to step (the kernel's variables, the task) and the attempts so far. The preview
+    comes first of the request's part: the same files give the same preview from one request to the next."""
     messages = [{"role": "system", "content": template("code_generator")}]
     messages += _system_messages("code_generator", "These functions are already defined in the kernel "
                                  "(call them, never import them):", plugins_text, examples)
     # Variable descriptions carry column names read from files: data, like the preview.
-    kernel = f"Kernel variables:\n{data_block(variables)}" if variables else "Kernel variables: none yet"
+    kernel = f"Kernel variables:\n{data_block(_clip_list(variables, VARIABLES_CHARS))}" if variables else "Kernel variables: none yet"
     preview = f"{data_preview}\n" if data_preview else ""
     # The task last, then what to reply: small models otherwise answer the request in prose.
-    context = (f"User request (context): {request}\n{preview}{kernel}\nTask for your code: {task.message}\n"
+    context = (f"{preview}User request (context): {request}\n{kernel}\nTask for your code: {task.message}\n"
                "Reply with one short sentence and one ```python block that computes the task and prints the results."
                + _fields_line(request))
     messages.append({"role": "user", "content": context})
@@ -174,6 +175,18 @@ def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
         messages.append({"role": "user", "content": f"That code did not work:\n{data_block(problem)}\n"
                                                     "Reply with the whole corrected code."})
     return messages
+
+
+# The kernel lists the variables the last cell changed first: the ones a next step needs survive the cut.
+VARIABLES_CHARS = 500
+
+
+def _clip_list(listing: str, limit: int) -> str:
+    """``listing`` ("a: ...; b: ...") cut at an item boundary to about ``limit`` characters."""
+    if len(listing) <= limit:
+        return listing
+    kept = listing[:limit].rsplit("; ", 1)[0]
+    return f"{kept}; ... ({listing.count('; ') - kept.count('; ')} more)"
 
 
 def _fields_line(request: str) -> str:
