@@ -1,4 +1,4 @@
-import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
@@ -18,16 +18,17 @@ const plugin: JupyterFrontEndPlugin<ITaskWeaverSidebar> = {
   description: 'TaskWeaver chat sidebar: plans, verified code and results in the notebook\'s own kernel.',
   autoStart: true,
   requires: [INotebookTracker, IRenderMimeRegistry],
-  optional: [ISettingRegistry, ICommandPalette],
+  optional: [ISettingRegistry, ICommandPalette, ILayoutRestorer],
   provides: ITaskWeaverSidebar,
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     rendermime: IRenderMimeRegistry,
     settingRegistry: ISettingRegistry | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
   ) => {
-    const host = new NotebookHost(tracker, app.serviceManager.contents);
+    const host = new NotebookHost(tracker, app.serviceManager.contents, panel => app.shell.activateById(panel.id));
     const save = async (key: keyof IUserSettings, value: string) => {
       await settingRegistry?.set(PLUGIN_ID, key, value);
     };
@@ -35,6 +36,7 @@ const plugin: JupyterFrontEndPlugin<ITaskWeaverSidebar> = {
     const sidebar = new TaskWeaverSidebar(model, rendermime);
     sidebar.title.icon = taskweaverIcon;
     app.shell.add(sidebar, 'right', { rank: 600 });
+    restorer?.add(sidebar, 'taskweaver-sidebar'); // the sidebar reopens after a reload as the user left it
     addOpenCommand(app, sidebar.id, palette);
     void model.refreshStatus();
     if (settingRegistry) {

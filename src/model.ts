@@ -8,6 +8,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { ApiError, TaskWeaverApi } from './api';
 import type { IEventStream } from './events';
 import { INotebookBinding, NotebookHost } from './notebook';
+import type { ICellTarget } from './present';
 import type { ITaskWeaverChat, ITaskWeaverSidebar } from './tokens';
 import {
   applyEvent,
@@ -81,7 +82,7 @@ export class ChatModel implements ITaskWeaverChat {
     try {
       const snapshot = await this.api.getSession(this.path);
       if (!this.activeTurn) {
-        this._turns = turnsFromHistory(snapshot.events);
+        this._turns = turnsFromHistory(snapshot.events, snapshot.session_id);
       }
       this._error = '';
     } catch (error) {
@@ -144,6 +145,11 @@ export class ChatModel implements ITaskWeaverChat {
     }
   }
 
+  /** Scrolls this notebook to the generated cell that computed a figure and selects it; false when it is gone. */
+  showCell(target: ICellTarget): Promise<boolean> {
+    return this.host.showCell(this.path, target);
+  }
+
   /** How the server records the current turn: "rtc", "frontend" or "file". */
   record: string = '';
 
@@ -158,6 +164,7 @@ export class ChatModel implements ITaskWeaverChat {
   private onEnvelope(envelope: IEventEnvelope): void {
     const event = envelope.event;
     const turn = this.turnFor(envelope.turn_id);
+    turn.sessionId = envelope.session_id || turn.sessionId;
     if (event.kind === 'cell') {
       this.queueCell(event, turn);
       return;

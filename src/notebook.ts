@@ -5,6 +5,10 @@ import type { Contents } from '@jupyterlab/services';
 import { PathExt } from '@jupyterlab/coreutils';
 import { ISignal, Signal } from '@lumino/signaling';
 import { insertionIndex } from './cells';
+import { cellMatches, ICellTarget } from './present';
+
+/** The metadata key of generated cells (taskweaver_lab/record_io.py META). */
+export const CELL_META = 'taskweaver_lab';
 
 export interface INotebookBinding {
   path: string;
@@ -14,7 +18,8 @@ export interface INotebookBinding {
 export class NotebookHost {
   constructor(
     private readonly tracker: INotebookTracker,
-    private readonly contents: Contents.IManager
+    private readonly contents: Contents.IManager,
+    private readonly activate: (panel: NotebookPanel) => void = () => undefined
   ) {
     tracker.currentChanged.connect(this.onCurrentChanged, this);
     tracker.widgetAdded.connect((_, panel) => this.watchPanel(panel));
@@ -64,6 +69,29 @@ export class NotebookHost {
     const index = insertionIndex(shared.cells.map(existing => existing.id), afterCellId);
     shared.insertCell(index, toSharedCell(cell));
     await panel.context.save();
+    return true;
+  }
+
+  /**
+   * Brings the notebook at `path` forward, scrolls to the generated code cell `target` names and makes it
+   * the active, only selected cell. False when the notebook is closed or no such cell is left.
+   */
+  async showCell(path: string, target: ICellTarget): Promise<boolean> {
+    const panel = this.findPanel(path);
+    if (!panel) {
+      return false;
+    }
+    const notebook = panel.content;
+    const cell = [...notebook.widgets]
+      .reverse()
+      .find(candidate => candidate.model.type === 'code' && cellMatches(candidate.model.getMetadata(CELL_META), target));
+    if (!cell) {
+      return false;
+    }
+    this.activate(panel);
+    notebook.deselectAll();
+    await notebook.scrollToCell(cell, 'center');
+    notebook.activeCellIndex = notebook.widgets.indexOf(cell);
     return true;
   }
 

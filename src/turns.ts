@@ -63,10 +63,23 @@ export interface ITurn {
   state: TurnState;
   items: ChatItem[];
   live: { role: Role; text: string } | null;
+  /** The LLM call being streamed (or just ended): its role, how many tokens came, when it started. */
+  call: ILiveCall | null;
+  /** The server session the turn ran in (cells carry it in metadata.taskweaver_lab.session). */
+  sessionId: string;
   usage: IUsage;
   startedAt: number;
   finishedAt: number | null;
   error: string;
+}
+
+export interface ILiveCall {
+  role: Role;
+  /** Streamed chunks so far; each is one token as the endpoint sends them. */
+  tokens: number;
+  startedAt: number;
+  /** Its llm_call report came: the call is over. */
+  done: boolean;
 }
 
 export function emptyUsage(): IUsage {
@@ -80,6 +93,8 @@ export function newTurn(id: string, userText: string, state: TurnState): ITurn {
     state,
     items: [],
     live: null,
+    call: null,
+    sessionId: '',
     usage: emptyUsage(),
     startedAt: Date.now(),
     finishedAt: null,
@@ -122,6 +137,9 @@ export function applyEvent(turn: ITurn, event: ChatEvent): void {
       turn.items.push({ type: 'notice', notice: event });
       return;
     case 'llm_call':
+      if (turn.call) {
+        turn.call.done = true;
+      }
       return addCall(turn.usage, event);
     case 'approval':
       turn.items.push({ type: 'approval', approval: event, resolved: null });
@@ -134,6 +152,10 @@ export function applyEvent(turn: ITurn, event: ChatEvent): void {
 }
 
 function appendDelta(turn: ITurn, role: Role, text: string): void {
+  if (!turn.call || turn.call.role !== role || turn.call.done) {
+    turn.call = { role, tokens: 0, startedAt: Date.now(), done: false };
+  }
+  turn.call.tokens += 1;
   if (!turn.live || turn.live.role !== role) {
     turn.live = { role, text: '' };
   }
@@ -191,6 +213,7 @@ function applyTurnState(turn: ITurn, event: ITurnEvent): void {
   turn.usage = { ...event.usage, by_role: { ...event.usage.by_role } };
   turn.finishedAt = Date.now();
   turn.live = null;
+  turn.call = null;
   if (event.state === 'failed') {
     turn.state = 'failed';
     turn.error = event.error ?? 'The turn failed.';
@@ -222,16 +245,18 @@ function lastItem<T extends ChatItem['type']>(
 }
 
 /** Rebuilds finished turns from a session snapshot: each `user` event opens a turn. */
-export function turnsFromHistory(events: ChatEvent[]): ITurn[] {
+export function turnsFromHistory(events: ChatEvent[], sessionId = ''): ITurn[] {
   const turns: ITurn[] = [];
   for (const event of events) {
     if (event.kind === 'user' || turns.length === 0) {
       turns.push(newTurn(`history-${turns.length}`, '', 'finished'));
+      turns[turns.length - 1].sessionId = sessionId;
     }
     applyEvent(turns[turns.length - 1], event);
   }
   for (const turn of turns) {
     turn.live = null;
+    turn.call = null;
     turn.finishedAt = turn.finishedAt ?? turn.startedAt;
     if (turn.state !== 'failed') {
       turn.state = 'finished';

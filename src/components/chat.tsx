@@ -18,8 +18,14 @@ export function ChatPanel(props: {
 }): JSX.Element {
   const { model } = props;
   const chat = model.chat;
+  const onKeyDown = (event: React.KeyboardEvent<HTMLDivElement>) => {
+    if (event.key === 'Escape' && !event.defaultPrevented && props.composer.busy) {
+      event.preventDefault();
+      void props.composer.stop();
+    }
+  };
   return (
-    <div className="jp-TaskWeaver-panel">
+    <div className="jp-TaskWeaver-panel" data-path={model.binding?.path ?? ''} onKeyDown={onKeyDown}>
       <Header
         binding={model.binding}
         status={model.status}

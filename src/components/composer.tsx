@@ -34,7 +34,12 @@ export function Composer(props: {
   onStop: () => void;
 }): JSX.Element {
   const onKeyDown = (event: React.KeyboardEvent<HTMLTextAreaElement>) => {
-    if (event.key === 'Enter' && !event.shiftKey) {
+    if (event.key === 'Escape' && props.busy) {
+      event.preventDefault();
+      props.onStop();
+      return;
+    }
+    if (event.key === 'Enter' && !event.shiftKey && !event.nativeEvent.isComposing) {
       event.preventDefault();
       if (!props.busy && !props.disabled) {
         props.onSend();
@@ -45,7 +50,9 @@ export function Composer(props: {
     <div className="jp-TaskWeaver-composer">
       <textarea
         className="jp-TaskWeaver-input"
-        placeholder="Ask TaskWeaver to analyse data in this notebook… (Enter to send)"
+        placeholder="Ask TaskWeaver to analyse data in this notebook… (Enter to send, Shift+Enter for a new line)"
+        aria-label="Message to TaskWeaver"
+        title="Enter sends, Shift+Enter adds a line, Escape stops a running turn"
         value={props.value}
         disabled={props.disabled}
         onChange={event => props.onChange(event.target.value)}
@@ -53,7 +60,12 @@ export function Composer(props: {
         rows={3}
       />
       {props.busy ? (
-        <button className="jp-mod-styled jp-mod-warn jp-TaskWeaver-stop" onClick={props.onStop}>
+        <button
+          className="jp-mod-styled jp-mod-warn jp-TaskWeaver-stop"
+          onClick={props.onStop}
+          aria-label="Stop the running turn (Escape)"
+          title="Stop the running turn (Escape)"
+        >
           Stop
         </button>
       ) : (
@@ -61,6 +73,8 @@ export function Composer(props: {
           className="jp-mod-styled jp-mod-accept jp-TaskWeaver-send"
           onClick={props.onSend}
           disabled={props.disabled || !props.value.trim()}
+          aria-label="Send the message (Enter)"
+          title="Send the message (Enter)"
         >
           Send
         </button>

@@ -1,7 +1,8 @@
 import * as React from 'react';
 import type { IRenderMimeRegistry } from '@jupyterlab/rendermime';
+import { errorSummary, IErrorSummary } from '../present';
 import type { IExecutionItem } from '../turns';
-import { OutputsView } from './mime';
+import { MimeView, OutputsView } from './mime';
 
 /** One execution: status line, outputs through rendermime, artifacts as download links. */
 export function ExecutionView(props: {
@@ -10,10 +11,13 @@ export function ExecutionView(props: {
   downloadUrl: (artifact: string) => Promise<string | null>;
 }): JSX.Element {
   const { execution } = props.item;
+  const error = errorSummary(execution);
+  const outputs = error ? execution.outputs.filter(output => output.output_type !== 'error') : execution.outputs;
   return (
     <div className="jp-TaskWeaver-execution" data-ok={execution.ok}>
       <div className="jp-TaskWeaver-executionStatus">{statusLine(execution)}</div>
-      <OutputsView outputs={execution.outputs} rendermime={props.rendermime} />
+      <OutputsView outputs={outputs} rendermime={props.rendermime} />
+      {error && <ErrorFold error={error} rendermime={props.rendermime} />}
       {execution.artifacts.length > 0 && (
         <ul className="jp-TaskWeaver-artifacts">
           {execution.artifacts.map(artifact => (
@@ -22,6 +26,27 @@ export function ExecutionView(props: {
             </li>
           ))}
         </ul>
+      )}
+    </div>
+  );
+}
+
+/** The error's last line with its step; the full traceback folded, rendered by JupyterLab's rendermime. */
+function ErrorFold(props: { error: IErrorSummary; rendermime: IRenderMimeRegistry }): JSX.Element {
+  const { error } = props;
+  const hasDetail = error.errorOutputs.length > 0 || !!error.text.trim();
+  return (
+    <div className="jp-TaskWeaver-errorFold">
+      <div className="jp-TaskWeaver-errorLine">{error.line}</div>
+      {hasDetail && (
+        <details className="jp-TaskWeaver-traceback">
+          <summary>Full traceback</summary>
+          {error.errorOutputs.length > 0 ? (
+            <OutputsView outputs={error.errorOutputs} rendermime={props.rendermime} />
+          ) : (
+            <MimeView mimeType="application/vnd.jupyter.stderr" data={error.text} rendermime={props.rendermime} />
+          )}
+        </details>
       )}
     </div>
   );

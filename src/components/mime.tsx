@@ -5,21 +5,43 @@ import { OutputArea, OutputAreaModel } from '@jupyterlab/outputarea';
 import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
-/** Hosts a Lumino widget inside a React element for the element's lifetime. */
+/**
+ * Hosts a Lumino widget inside a React element for the element's lifetime.
+ *
+ * A layout effect, so the widget is detached while its host is still in the document (React runs layout
+ * cleanups before it removes the DOM of a deleted subtree). When the host is gone anyway (a parent was
+ * removed first, e.g. the chat of another notebook), `release` finishes the detach by hand: Lumino's own
+ * detach throws "Widget is not attached" there, and that error used to blank the whole panel.
+ */
 function useAttachedWidget(
   create: () => Widget | null,
   deps: React.DependencyList
 ): React.RefObject<HTMLDivElement> {
   const host = React.useRef<HTMLDivElement>(null);
-  React.useEffect(() => {
+  React.useLayoutEffect(() => {
     const widget = create();
     if (!widget || !host.current) {
+      widget?.dispose();
       return;
     }
     Widget.attach(widget, host.current);
-    return () => widget.dispose();
+    return () => release(widget);
   }, deps);
   return host;
+}
+
+/** Detaches (even from a host no longer in the document) and disposes a widget; never throws. */
+export function release(widget: Widget): void {
+  try {
+    if (widget.isAttached && !widget.node.isConnected) {
+      widget.processMessage(Widget.Msg.BeforeDetach);
+      widget.node.remove();
+      widget.processMessage(Widget.Msg.AfterDetach);
+    }
+    widget.dispose();
+  } catch (error) {
+    console.warn('taskweaver_lab: an output widget could not be released', error);
+  }
 }
 
 export function OutputsView(props: {
@@ -41,12 +63,27 @@ export function MarkdownView(props: {
   rendermime: IRenderMimeRegistry;
   className?: string;
 }): JSX.Element {
+  return (
+    <MimeView
+      mimeType="text/markdown"
+      data={props.text}
+      rendermime={props.rendermime}
+      className={props.className ?? 'jp-TaskWeaver-markdown'}
+    />
+  );
+}
+
+/** One mime bundle entry (markdown, ANSI text as application/vnd.jupyter.stderr, ...) through rendermime. */
+export function MimeView(props: {
+  mimeType: string;
+  data: string;
+  rendermime: IRenderMimeRegistry;
+  className?: string;
+}): JSX.Element {
   const host = useAttachedWidget(() => {
-    const renderer = props.rendermime.createRenderer('text/markdown');
-    void renderer.renderModel(
-      new MimeModel({ data: { 'text/markdown': props.text }, trusted: false })
-    );
+    const renderer = props.rendermime.createRenderer(props.mimeType);
+    void renderer.renderModel(new MimeModel({ data: { [props.mimeType]: props.data }, trusted: false }));
     return renderer;
-  }, [props.text]);
-  return <div className={props.className ?? 'jp-TaskWeaver-markdown'} ref={host} />;
+  }, [props.mimeType, props.data]);
+  return <div className={props.className ?? 'jp-TaskWeaver-mime'} ref={host} />;
 }

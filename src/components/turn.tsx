@@ -2,12 +2,14 @@ import * as React from 'react';
 import type { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { UseSignal } from '@jupyterlab/ui-components';
 import type { ChatModel } from '../model';
-import type { ChatItem, IApprovalItem, ITurn } from '../turns';
+import { formatElapsed, runningPhase, splitWorking } from '../present';
+import { ChatItem, IApprovalItem, isActive, ITurn } from '../turns';
 import type { ApprovalAction } from '../types';
+import { AnswerView } from './answer';
 import { ApprovalView } from './approval';
+import { PartBoundary } from './boundary';
 import { DraftView } from './draft';
 import { ExecutionView } from './execution';
-import { MarkdownView } from './mime';
 import { PlanChecklist } from './plan';
 
 export interface ITurnViewProps {
@@ -26,51 +28,108 @@ type ItemViewProps = ITurnViewProps & {
 export function TurnView(props: ITurnViewProps): JSX.Element {
   const { chat, turn } = props;
   return (
-    <UseSignal signal={chat.turnChanged} shouldUpdate={(_, changed) => changed === turn}>
-      {() => <TurnBody {...props} />}
-    </UseSignal>
+    <PartBoundary>
+      <UseSignal signal={chat.turnChanged} shouldUpdate={(_, changed) => changed === turn}>
+        {() => <TurnBody {...props} />}
+      </UseSignal>
+    </PartBoundary>
   );
 }
 
-/** The message, what the agent did, its answer, and a usage footer. */
+/** The message, what the agent did (folded once the answer is there), its answer, and the usage line. */
 function TurnBody(props: ITurnViewProps): JSX.Element {
   const { chat, turn } = props;
   const onApprove = (item: IApprovalItem, action: ApprovalAction, code?: string) =>
     void chat.approve(turn, item, action, code);
+  const { working, shown } = splitWorking(turn);
+  const hasAnswer = shown.some(item => item.type === 'answer');
+  const items = (list: ChatItem[]) =>
+    list.map((item, i) => (
+      <PartBoundary key={i}>
+        <ItemView {...props} item={item} onApprove={onApprove} />
+      </PartBoundary>
+    ));
   return (
     <div className="jp-TaskWeaver-turn" data-state={turn.state} data-turn-id={turn.id}>
       {turn.userText && <div className="jp-TaskWeaver-userMessage">{turn.userText}</div>}
-      {turn.items.map((item, i) => (
-        <ItemView key={i} {...props} item={item} onApprove={onApprove} />
-      ))}
+      {working.length > 0 && <WorkingFold count={working.length}>{items(working)}</WorkingFold>}
+      {items(shown)}
       <LiveText chat={chat} turn={turn} />
-      {turn.state === 'sending' && <div className="jp-TaskWeaver-progress">Sending…</div>}
-      {turn.state === 'stopping' && <div className="jp-TaskWeaver-progress">Stopping…</div>}
       {turn.state === 'stopped' && <div className="jp-TaskWeaver-notice">Stopped.</div>}
       {turn.error && <div className="jp-TaskWeaver-error">{turn.error}</div>}
-      <UsageFooter turn={turn} />
+      {!hasAnswer && <UsageFooter turn={turn} />}
     </div>
   );
 }
 
-/** What the LLM is writing right now; re-rendered per streamed token, alone. */
+/** The plan, code and outputs behind an answer, folded; the user can open them again. */
+function WorkingFold(props: { count: number; children: React.ReactNode }): JSX.Element {
+  const [open, setOpen] = React.useState(false);
+  return (
+    <details
+      className="jp-TaskWeaver-working"
+      open={open}
+      onToggle={event => setOpen((event.currentTarget as HTMLDetailsElement).open)}
+    >
+      <summary>
+        {open ? 'Hide' : 'Show'} the work behind this answer ({props.count} part{props.count === 1 ? '' : 's'}: plan,
+        code, outputs)
+      </summary>
+      {props.children}
+    </details>
+  );
+}
+
+/**
+ * What is running now (Planner or Code Generator), for how long, how many tokens streamed; the Code
+ * Generator's code as it streams. Never the Planner's raw JSON. Re-rendered per token and each second.
+ */
 function LiveText(props: { chat: ChatModel; turn: ITurn }): JSX.Element {
   const { chat, turn } = props;
   return (
     <UseSignal signal={chat.streamed} shouldUpdate={(_, changed) => changed === turn}>
-      {() =>
-        turn.live && (
-          <pre className="jp-TaskWeaver-live" data-role={turn.live.role}>
-            {turn.live.text}
-          </pre>
-        )
-      }
+      {() => (
+        <>
+          {isActive(turn) && <RunningStatus turn={turn} />}
+          {turn.live && turn.live.role === 'code_generator' && !looksLikeJson(turn.live.text) && (
+            <pre className="jp-TaskWeaver-live" data-role={turn.live.role}>
+              {turn.live.text}
+            </pre>
+          )}
+        </>
+      )}
     </UseSignal>
   );
 }
 
+function looksLikeJson(text: string): boolean {
+  return text.trimStart().startsWith('{');
+}
+
+function RunningStatus(props: { turn: ITurn }): JSX.Element {
+  const { turn } = props;
+  const [now, setNow] = React.useState(Date.now());
+  React.useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(timer);
+  }, []);
+  const call = turn.call && !turn.call.done ? turn.call : null;
+  return (
+    <div className="jp-TaskWeaver-progress jp-TaskWeaver-running" role="status" aria-live="polite">
+      <span className="jp-TaskWeaver-phase">{runningPhase(turn)}</span>
+      <span className="jp-TaskWeaver-elapsed"> · {formatElapsed(now - turn.startedAt)}</span>
+      {call && (
+        <span className="jp-TaskWeaver-tokens">
+          {' '}
+          · {call.tokens} token{call.tokens === 1 ? '' : 's'} streamed
+        </span>
+      )}
+    </div>
+  );
+}
+
 function ItemView(props: ItemViewProps): JSX.Element {
-  const { item } = props;
+  const { item, chat, turn } = props;
   switch (item.type) {
     case 'plan':
       return <PlanChecklist item={item} />;
@@ -80,10 +139,12 @@ function ItemView(props: ItemViewProps): JSX.Element {
       return <ExecutionView item={item} rendermime={props.rendermime} downloadUrl={props.downloadUrl} />;
     case 'answer':
       return (
-        <MarkdownView
-          text={item.answer.text}
+        <AnswerView
+          answer={item.answer}
+          session={turn.sessionId}
           rendermime={props.rendermime}
-          className={`jp-TaskWeaver-answer${item.answer.is_question ? ' jp-mod-question' : ''}`}
+          showCell={target => chat.showCell(target)}
+          footer={<UsageFooter turn={turn} />}
         />
       );
     case 'notice':

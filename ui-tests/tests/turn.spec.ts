@@ -47,6 +47,9 @@ test('a turn: plan ticks, cell with plot appears in the notebook, answer and usa
     }
     await expect(page.locator('.jp-TaskWeaver-answer')).toContainText('peak is 9', { timeout: 60000 });
     await expect(page.locator('.jp-TaskWeaver-planStep[data-state="done"]')).toHaveCount(2);
+    // Once the turn ended, the working (plan, code, outputs) folds under the answer; open it again.
+    await expect(page.locator('.jp-TaskWeaver-send')).toBeVisible({ timeout: 30000 });
+    await page.locator('.jp-TaskWeaver-working > summary').click();
     await expect(page.locator('.jp-TaskWeaver-outputs img')).toBeVisible();
     await expect(page.locator('.jp-TaskWeaver-usage')).toContainText('LLM call');
     const notebookPlot = page.locator('.jp-NotebookPanel .jp-Cell .jp-OutputArea-output img');
