@@ -168,10 +168,12 @@ class FileRecorder:
         """``nb``: the notebook as the caller just read it from ``path`` (read once, not twice)."""
         self.path = Path(path)
         self.notify = notify or (lambda text: log.warning("%s", text))
+        # the file as we last read or wrote it, taken before reading: a write in between means "read it again"
+        # (``nb`` read by the caller at some earlier moment: the first write reads the file again, under the lock)
+        self._stamp: tuple[int, int, int] | None = self._file_stamp() if nb is None else (-1, -1, -1)
         self.nb = nb if nb is not None else read_notebook(self.path)
         self._seen = self.path.exists()  # a file we saw (or wrote) that is gone now was deleted
         self.deleted = False
-        self._stamp = self._file_stamp()   # the file as we last read or wrote it
         self._pending: list[Any] = []      # cells not on disk yet (kept across failed writes)
         self._texts: dict[int, tuple[Any, str]] = {}  # id(cell) -> (cell, its serialized text)
         self._problem = ""                 # the write problem already reported ("" once writes succeed)
