@@ -3,6 +3,7 @@
 saying what the endpoint did; through a real session the round ends cleanly and nothing before it is lost."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -19,9 +20,17 @@ from taskweaver_lab.steps import Notice, Step, TaskWeaverLabError, TextDelta
 from taskweaver_lab.testing import ScriptedLLMServer, code_reply, plan_reply
 
 from conftest import API_KEY, agent_config
+from server_support import as_json, post, read_until, server_config, turn_ended, wait_for_file, watched_notebook
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
+
+
+@pytest.fixture
+def jp_server_config(llm_server: ScriptedLLMServer) -> dict[str, Any]:
+    return server_config(llm_server.base_url)
 
 
 def make_llm(server: ScriptedLLMServer, **extra: Any) -> LLM:
@@ -109,6 +118,39 @@ def test_a_protocol_error_ends_the_round_cleanly_and_keeps_what_came_before(llm_
     assert kinds.count("user") == 3 and kinds.count("answer") == 3
     failed_answer = next(c for c in cells if "not JSON" in c.source)
     assert cells[cells.index(failed_answer) - 1].source.strip().endswith("And then?")
+
+
+async def test_a_protocol_error_in_a_server_turn_keeps_the_request_cell(jp_serverapp: Any, jp_fetch: Any,
+                                                                        jp_ws_fetch: Any, jp_root_dir: Path,
+                                                                        llm_server: ScriptedLLMServer) -> None:
+    notebook, kernel_id, ws = await watched_notebook(jp_serverapp, jp_fetch, jp_ws_fetch, jp_root_dir)
+    llm_server.add("planner", {"content": "x", "fault": "bad_body"})
+    body = {"path": "nb.ipynb", "kernel_id": kernel_id, "message": "How many rows?"}
+    response = await post(jp_fetch, "turns", body=body)
+    assert response.code == 202, response.body
+    envelopes = await read_until(ws, turn_ended, timeout=120)
+    answer = next(e["event"] for e in envelopes if e["event"]["kind"] == "answer")
+    assert "answered HTTP 200 with text/html" in answer["text"] and "Internal error" not in answer["text"]
+    nb = await wait_for_file(notebook, lambda nb: len(nb.cells) >= 2, timeout=60)
+    assert nb.cells[0].source == "**You:** How many rows?" and "text/html" in nb.cells[1].source
+    ws.close()
+
+
+async def test_stop_ends_a_server_turn_waiting_for_its_first_token(jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any,
+                                                                   jp_root_dir: Path, llm_server: ScriptedLLMServer) -> None:
+    _, kernel_id, ws = await watched_notebook(jp_serverapp, jp_fetch, jp_ws_fetch, jp_root_dir)
+    llm_server.add("planner", {"content": "never sent", "delay": 600})
+    body = {"path": "nb.ipynb", "kernel_id": kernel_id, "message": "Think hard."}
+    turn_id = as_json(await post(jp_fetch, "turns", body=body))["turn_id"]
+    for _ in range(1200):  # the request reached the endpoint, which has not answered a byte
+        if llm_server.requests:
+            break
+        await asyncio.sleep(0.05)
+    assert as_json(await post(jp_fetch, "turns", turn_id, "stop"))["stopped"] is True
+    envelopes = await read_until(ws, turn_ended, timeout=120)  # long before the endpoint's 600 s
+    answer = next(e["event"] for e in envelopes if e["event"]["kind"] == "answer")
+    assert answer["text"].startswith("Stopped.")
+    ws.close()
 
 
 # --- item 2: 429 with Retry-After -------------------------------------------------------------------
