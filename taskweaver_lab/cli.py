@@ -5,6 +5,7 @@
     jupyter taskweaver config            # every setting with its help, as a commented config file
     jupyter taskweaver install-sandbox-kernelspec [--user | --sys-prefix | --prefix DIR]
     jupyter taskweaver plugin new NAME | plugin from-function MODULE:FUNCTION [--dir plugins] [--force]
+    jupyter taskweaver local-model start|stop|status [--model PATH] [--port N]   # an offline model (local_model.py)
 
 Exit 0 on success; non-zero with a one-line reason on failure.
 """
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 from traitlets import Container
 
-from . import authoring
+from . import authoring, local_model
 from .config import TaskWeaverLab
 from .steps import Step, TaskWeaverLabError
 
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (this virtualenv/conda env)")
     where.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
     authoring.add_cli(sub)  # plugin new NAME | plugin from-function module:func
+    local_model.add_cli(sub)  # local-model start|stop|status [--model PATH] [--port N]
     return parser
 
 
@@ -166,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = _parser().parse_args(rest)
         commands = {"run": lambda: run(args, overrides), "save-example": lambda: save_example(args),
                     "config": print_config, "install-sandbox-kernelspec": lambda: install_sandbox_kernelspec(args),
-                    "plugin": lambda: authoring.run_cli(args)}
+                    "plugin": lambda: authoring.run_cli(args),
+                    "local-model": lambda: local_model.run_cli(args)}
         code = commands[args.command]()
     except TaskWeaverLabError as exc:
         print(f"taskweaver: {exc}", file=sys.stderr)
