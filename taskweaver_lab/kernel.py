@@ -334,6 +334,7 @@ class KernelExecutor:
         deadline = time.monotonic() + timeout if timeout else None
         timed_out = False
         stopped_at: float | None = None
+        running = False
         while True:
             try:
                 msg = self.client.get_iopub_msg(timeout=0.25)
@@ -352,10 +353,11 @@ class KernelExecutor:
                             "does not finish, then ask again.")
                 continue
             kind = msg["msg_type"]
-            if kind == "status" and msg["content"].get("execution_state") == "starting":
+            if kind == "status" and msg["content"].get("execution_state") == "starting" and running:
                 raise KernelLost(KERNEL_RESTARTED)  # a new kernel process says hello: our cell is gone with the old one
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue  # the user's own cells share this kernel's iopub
+            running = True  # (a "starting" before our request ran is a kernel that just started, e.g. a new notebook's)
             if kind == "status" and msg["content"]["execution_state"] == "idle":
                 return outputs.outputs(), timed_out
             if kind in ("stream", "display_data", "execute_result", "error"):
