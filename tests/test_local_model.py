@@ -231,3 +231,69 @@ def test_the_real_local_model_answers_through_the_loop(tmp_path: Path) -> None:
         assert "391" in answer.text, answer.text
     finally:
         assert run(home, "stop", "--port", port).returncode == 0
+
+
+# --- scripts/start.sh: the README's run command (a `jupyter` shim records what `jupyter lab` would get) ------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_sh(tmp_path: Path, env: dict[str, str], *lab_args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Run scripts/start.sh without reinstalling, its `jupyter lab` replaced by a shim that writes its arguments and
+    endpoint env to a file; every other `jupyter` command is the real one."""
+    import shutil
+
+    shims = tmp_path / "shims"
+    shims.mkdir(exist_ok=True)
+    seen = tmp_path / "lab.json"
+    (shims / "jupyter").write_text(f"""#!{sys.executable}
+import json, os, sys
+if sys.argv[1:2] == ["lab"]:
+    json.dump({{"args": sys.argv[2:], "base_url": os.environ.get("OPENAI_BASE_URL"),
+               "api_key": os.environ.get("OPENAI_API_KEY")}}, open({str(seen)!r}, "w"))
+    sys.exit(0)
+os.execv({shutil.which("jupyter")!r}, [{shutil.which("jupyter")!r}, *sys.argv[1:]])
+""")
+    (shims / "jupyter").chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TASKWEAVER_"))}
+    full_env = {**clean, "PATH": f"{shims}:{os.environ['PATH']}", "TASKWEAVER_REINSTALL": "0",
+                "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"), "TASKWEAVER_LOCAL_MODEL_HOME": str(tmp_path / "home"),
+                **env}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "start.sh"), *lab_args], env=full_env, capture_output=True,
+                          text=True, timeout=600)
+    return done, json.loads(seen.read_text()) if seen.is_file() else {}
+
+
+def test_start_sh_without_an_endpoint_starts_the_local_model(tmp_path: Path) -> None:
+    port = str(free_port())
+    env = {"TASKWEAVER_LOCAL_MODEL_SERVER": str(stand_in(tmp_path)), "TASKWEAVER_LOCAL_MODEL_PORT": port}
+    (tmp_path / "home" / "models").mkdir(parents=True)  # the default model "downloaded" already (GGUF magic, right size)
+    model = tmp_path / "home" / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    with model.open("wb") as handle:
+        handle.write(b"GGUF")
+        handle.truncate(1_117_320_768)  # sparse: no disk used
+    try:
+        done, lab = start_sh(tmp_path, env, "--no-browser", "--port=0")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "No LLM endpoint is configured" in done.stdout and "To use a hosted model instead" in done.stdout
+        assert lab["base_url"] == f"http://127.0.0.1:{port}/v1" and lab["api_key"] == "local"
+        assert lab["args"][-2:] == ["--no-browser", "--port=0"] and "--TaskWeaverLab.model=local-coder" in lab["args"]
+        status = run(tmp_path / "home", "status", "--port", port)
+        assert status.returncode == 0 and "local-coder" in status.stdout
+    finally:
+        run(tmp_path / "home", "stop", "--port", port)
+
+
+def test_start_sh_with_an_endpoint_leaves_the_local_model_alone(tmp_path: Path) -> None:
+    port = str(free_port())
+    env = {"TASKWEAVER_LOCAL_MODEL_SERVER": str(stand_in(tmp_path)), "TASKWEAVER_LOCAL_MODEL_PORT": port}
+    done, lab = start_sh(tmp_path, env, "--TaskWeaverLab.base_url=http://127.0.0.1:9/v1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "configured in the command line (--TaskWeaverLab.base_url)" in done.stdout
+    assert lab["base_url"] is None and lab["args"][-1] == "--TaskWeaverLab.base_url=http://127.0.0.1:9/v1"
+    assert not (tmp_path / "argv.json").exists()  # no server was launched
+    config_dir = tmp_path / "jupyter-config"
+    config_dir.mkdir()
+    (config_dir / "jupyter_server_config.py").write_text("c.TaskWeaverLab.base_url = 'http://127.0.0.1:9/v1'\n")
+    done, lab = start_sh(tmp_path, env)
+    assert done.returncode == 0 and "configured in the Jupyter config (TaskWeaverLab.base_url)" in done.stdout
+    assert not (tmp_path / "argv.json").exists()
