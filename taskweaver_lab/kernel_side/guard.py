@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import contextvars
 import importlib
 import sys
 import tempfile
@@ -47,6 +48,10 @@ class _Controller:
         self.locked_ident: int | None = None   # set when tampering was seen: that thread stays guarded
         self.blocks: list[str] = []
         self.tmp, self.saved_tmp = private_tmp, None   # agent code's tempfile folder (private, writable)
+        # True in the context of agent code; asyncio handles and tasks copy it, so what agent code schedules
+        # onto an event loop (the kernel's main loop after the cell, other threads' loops) stays guarded
+        self.context = contextvars.ContextVar("taskweaver_lab_agent", default=False)
+        self.ever_agent = False
 
     def _refresh(self) -> None:
         agent = {ident for ident, is_agent, _ in self.stack if is_agent}
@@ -57,7 +62,8 @@ class _Controller:
             self.saved_tmp, tempfile.tempdir = (tempfile.tempdir, self.tmp) if agent else (None, self.saved_tmp)
         self.agent_idents = frozenset(agent)
         self.guarded = frozenset(agent | (self.machinery - user))
-        self.armed[0] = bool(self.guarded or self.agent_threads)
+        self.ever_agent = self.ever_agent or bool(agent)
+        self.armed[0] = bool(self.guarded or self.agent_threads or self.ever_agent)
 
     def enter(self, agent: bool) -> object:
         token = object()
@@ -84,7 +90,7 @@ class _Controller:
         return False
 
     def is_guarded(self, ident: int) -> bool:
-        return ident in self.guarded or ident in self.agent_threads
+        return ident in self.guarded or ident in self.agent_threads or self.context.get()
 
     def is_agent(self, ident: int) -> bool:
         return ident in self.agent_idents or ident in self.agent_threads
@@ -105,6 +111,7 @@ class _Controller:
             def guarded_thread(*a: Any, **k: Any) -> Any:
                 ident = controller.get_ident()
                 (controller.agent_threads if agent else controller.machinery).add(ident)
+                controller.context.set(agent)
                 controller._refresh()
                 try:
                     return function(*a, **k)
@@ -202,10 +209,11 @@ def install(workspace: str, extra_read_roots: list[str] | None = None) -> None:
     setattr(sys, _MARK, True)
 
     def enter() -> object:   # plain closures: no bound method leads back to the controller
-        return controller.enter(True)
+        return controller.enter(True), controller.context.set(True)
 
-    def leave(token: object) -> None:
-        controller.exit(token)
+    def leave(token: Any) -> None:
+        controller.exit(token[0])
+        controller.context.reset(token[1])
 
     _agent_enter, _agent_exit = enter, leave
     _connect_ipython(controller)
@@ -234,6 +242,7 @@ def _connect_ipython(controller: _Controller) -> None:
     callbacks, mine = shell.events.callbacks, {}
     tampered = _tamper_check(shell, kernel, mine)
     known: set[int] = set()   # ids of the callbacks registered when the agent cell started
+    contexts: list[tuple[int, Any]] = []   # (thread, token of the context flag set by pre)
 
     def is_agent_request() -> bool:
         metadata = (get_parent() or {}).get("metadata") or {}
@@ -246,6 +255,7 @@ def _connect_ipython(controller: _Controller) -> None:
             known.clear()
             known.update(id(cb) for cbs in callbacks.values() for cb in cbs)
         controller.enter(agent)
+        contexts.append((controller.get_ident(), controller.context.set(agent)))   # a user cell: not by inheritance
 
     def post() -> None:
         code = getframe(2).f_code   # 0 post, 1 EventManager.trigger, 2 its caller
@@ -264,6 +274,14 @@ def _connect_ipython(controller: _Controller) -> None:
                 print("taskweaver_lab guard: tampering detected; the guard now stays on for every cell of this "
                       "kernel. Restart the kernel to reset it.", file=stderr)
         controller.exit_last()
+        ident = controller.get_ident()
+        for index in range(len(contexts) - 1, -1, -1):
+            if contexts[index][0] == ident:
+                try:
+                    controller.context.reset(contexts.pop(index)[1])
+                except ValueError:   # another context than pre's: end the flag here
+                    controller.context.set(False)
+                break
         if agent_cell and controller.blocks:
             print(f"taskweaver_lab guard blocked {len(controller.blocks)} operation(s) in this agent cell:\n  "
                   + "\n  ".join(controller.blocks[:5]), file=stderr)

@@ -237,6 +237,12 @@ ATTACKS: list[tuple[str, str, bool]] = [
     ("kernel_threads", "import threading\ndone = threading.Event()\ndef grab():\n    try:\n        open('@OUTSIDE@/pwned.txt', 'w')\n    except Exception:\n        pass\n    done.set()\nget_ipython().kernel.control_thread.io_loop.add_callback(grab)\ndone.wait(30)"),
     ("kernel_threads", "import threading\ndone = threading.Event()\ndef grab():\n    try:\n        __import__('socket').create_connection(('127.0.0.1', @PORT@))\n    except Exception:\n        pass\n    done.set()\nget_ipython().kernel.iopub_thread.io_loop.add_callback(grab)\ndone.wait(30)"),
     ("kernel_threads", "import functools, shutil, threading\ndone = threading.Event()\nloop = get_ipython().kernel.control_thread.io_loop\nloop.add_callback(functools.partial(shutil.copyfile, '@SECRET@', 'stolen.txt'))\nloop.add_callback(done.set)\ndone.wait(30)"),
+    # --- class 5: worker processes (n_jobs hidden in **kwargs) would run agent functions outside the guard ---
+    ("worker_processes", "from joblib import Parallel, delayed\nopts = {'n_jobs': 2}\nprint(Parallel(**opts)(delayed(len)(open('@SECRET@').read()) for _ in range(2)))"),
+    ("worker_processes", "from joblib import Parallel, delayed\nopts = dict(n_jobs=2, backend='loky')\nprint(Parallel(**opts)(delayed(abs)(i) for i in range(4)))"),
+    ("worker_processes", "from sklearn.model_selection import cross_val_score\nfrom sklearn.tree import DecisionTreeClassifier\nopts = {'n_jobs': 2}\nprint(cross_val_score(DecisionTreeClassifier(), customers[['age']], customers['churned'], cv=3, **opts))"),
+    ("worker_processes", "import concurrent.futures as cf\nkw = {'max_workers': 2}\nwith cf.ProcessPoolExecutor(**kw) as pool:\n    print(list(pool.map(abs, [1, -2])))"),
+    ("worker_processes", "import multiprocessing as mp\nctx = mp.get_context('spawn')\nwith ctx.Pool(2) as pool:\n    print(pool.map(abs, [1, -2]))"),
     ("kernel_threads", "import functools, os, threading\ndone = threading.Event()\nt = get_ipython().kernel.shell_channel_thread\nt.io_loop.add_callback(functools.partial(os.system, 'cat @SECRET@ > stolen2.txt'))\nt.io_loop.add_callback(done.set)\ndone.wait(30)"),
 ]]
 

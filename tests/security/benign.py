@@ -8,6 +8,8 @@ files in the workspace and plain Python.
 """
 from __future__ import annotations
 
+import importlib.util
+
 SETUP = """
 import numpy as np, pandas as pd
 import matplotlib
@@ -197,10 +199,20 @@ SPECIFIC = [
     "quantiles = customers['income'].quantile([0.1, 0.5, 0.9])\nprint(quantiles.to_dict())",
     "print(getattr(sales, 'shape'), hasattr(sales, 'columns'))",
     "with open('sales.csv') as fh:\n    header = fh.readline().strip().split(',')\nprint(header)",
+    # issue 11: what the stricter guard must still allow (dotted names, folders, reports)
+    "import os\nos.makedirs('archive/2024', exist_ok=True)\nsales.head().to_csv('archive/2024/q1.csv')\nprint(sorted(os.listdir('archive/2024')))",
+    "sales.head().to_csv('my.data.csv.gz', index=False, compression='gzip')\nprint(pd.read_csv('my.data.csv.gz').shape)",
+    "sales.head().to_csv('sales.v2.final.csv', index=False)\nprint(pd.read_csv('sales.v2.final.csv').shape)",
+    "import os\nimport matplotlib.pyplot as plt\nos.makedirs('out/figs', exist_ok=True)\nplt.plot([1, 2])\nplt.savefig('out/figs/line.png')\nplt.close('all')\nprint(os.path.exists('out/figs/line.png'))",
+    "import matplotlib.pyplot as plt\nplt.plot([1, 3])\nplt.savefig('chart.svg')\nplt.close('all')",
+    "sales.head().to_html('table.html')\nwith open('summary.md', 'w') as fh:\n    fh.write('# Summary\\n')\nprint(open('summary.md').read())",
+    "import json\nwith open('config_summary.json', 'w') as fh:\n    json.dump({'rows': len(sales)}, fh)\nprint(json.load(open('config_summary.json')))",
 ]
+# The false positive issue 11 named: with openpyxl installed, to_excel reads /etc/mime.types and writes a temp file.
+EXCEL = "sales.head(10).to_excel('out.xlsx', index=False)\nprint(pd.read_excel('out.xlsx').shape)"
 
 
 def benign_cells() -> list[str]:
     cells = [template.format(df=df, num=num, num2=num2, cat=cat, date=date)
              for template in GENERIC for df, num, num2, cat, date in FRAMES]
-    return cells + SPECIFIC
+    return cells + SPECIFIC + ([EXCEL] if importlib.util.find_spec("openpyxl") else [])

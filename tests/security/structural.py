@@ -48,6 +48,16 @@ LATER_CALLBACKS: list[tuple[str, str]] = [
                        "functools.partial(shutil.copyfile, '@SECRET@', '@LEAK@'))"),
     ("kernel_threads", "import functools, os\nimport sys\nsys.stdout.pub_thread.schedule("
                        "functools.partial(os.system, 'cat @SECRET@ > @LEAK@'))"),
+    # the kernel's main event loop runs what was scheduled after the cell is over
+    ("event_loop", "import asyncio, functools, shutil\nasyncio.get_event_loop().call_soon("
+                   "functools.partial(shutil.copyfile, '@SECRET@', '@LEAK@'))"),
+    ("event_loop", "import asyncio, functools, os\nasyncio.get_event_loop().call_later(0.5, "
+                   "functools.partial(os.system, 'cat @SECRET@ > @LEAK@'))"),
+    ("event_loop", "import asyncio\nasync def later():\n    await asyncio.sleep(0.5)\n"
+                   "    data = open('@SECRET@').read()\n    open('@LEAK@', 'w').write(data)\nasyncio.ensure_future(later())"),
+    ("event_loop", "import asyncio, functools, shutil, threading\nloop = asyncio.get_event_loop()\n"
+                   "threading.Thread(target=lambda: loop.call_soon_threadsafe(functools.partial(shutil.copyfile, "
+                   "'@SECRET@', '@LEAK@'))).start()"),
 ]
 
 # Class 6: the plugin's own path checks (the guard may be off: ``guard=False`` is a setting).

@@ -13,14 +13,20 @@ from collections import Counter
 from taskweaver_lab.verifier import Policy, verify
 
 from .attacks import ATTACKS, NAMESPACE_ATTACKS
+from .structural import LATER_CALLBACKS, PLUGIN_PATHS, REPORT_WINDOW, TEMPLATES
 from .benign import benign_cells
 from .harness import AgentKernel, Canaries
 
 
 def test_corpus_sizes() -> None:
-    categories = {c for c, _, _ in ATTACKS} | {c for c, _ in NAMESPACE_ATTACKS}
-    assert len(ATTACKS) + len(NAMESPACE_ATTACKS) >= 120
-    assert len(categories) >= 40
+    """Issue 11's goal: at least 230 attack snippets in at least 70 categories (structural.py's classes count:
+    they are judged by their canaries in test_structural.py)."""
+    structural = REPORT_WINDOW + LATER_CALLBACKS + PLUGIN_PATHS + TEMPLATES
+    categories = {c for c, _, _ in ATTACKS} | {c for c, _ in NAMESPACE_ATTACKS + structural}
+    total = len(ATTACKS) + len(NAMESPACE_ATTACKS) + len(structural)
+    print(f"\ncorpus: {total} attack snippets in {len(categories)} categories; {len(benign_cells())} benign cells")
+    assert total >= 230
+    assert len(categories) >= 70
     assert len(benign_cells()) >= 200
     assert len(set(code for _, code, _ in ATTACKS)) == len(ATTACKS), "duplicate attack snippets"
 

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sqlite3
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from taskweaver_lab import sandbox
 from taskweaver_lab.session import Session
 from taskweaver_lab.steps import Execution
 from taskweaver_lab.testing import ScriptedLLMServer
 
-from .harness import CANARY_FILE_TEXT, Canaries
+from .harness import CANARY_FILE_TEXT, AgentKernel, Canaries
 from .loop import everything_recorded, leaked_secrets, open_session, planted_env, run_round
 from .structural import CREDENTIALS, LATER_CALLBACKS, PLUGIN_PATHS, REPORT_WINDOW, TEMPLATES
 
@@ -135,3 +136,36 @@ def test_class7_credentials_never_reach_the_kernel(session: Session, llm: Script
     env = session.executor.execute("import os\nprint(sorted(os.environ))", agent=False)   # the user's own view
     assert not set(CREDENTIALS) & set(env.summary.replace("'", " ").replace(",", " ").split()), env.summary
     assert_intact(canaries, texts)
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 1 or platform.machine() != "x86_64",
+                    reason="sandbox=landlock needs Linux >= 5.13 with Landlock on x86_64")
+def test_the_sandbox_kernel_holds_these_classes_without_the_guard(llm: ScriptedLLMServer, canaries: Canaries) -> None:
+    """The boundary: a sandboxed kernel with the guard switched OFF keeps every canary of classes 1, 3, 6 and 7."""
+    with planted_env(), credentials_env(), open_session(llm, canaries, "boxed.ipynb", sandbox="landlock", guard=False,
+                                                        execution_timeout=30) as boxed:
+        texts = []
+        for _, code in REPORT_WINDOW + LATER_CALLBACKS + PLUGIN_PATHS + TEMPLATES:
+            texts.append(seen(boxed, boxed.executor.execute(fill(canaries, code), agent=True, timeout=60)))
+        for number in range(3):   # later cells fire the callbacks (unguarded here: the OS refuses their effects)
+            texts.append(seen(boxed, boxed.executor.execute(f"boxed_value_{number} = {number}", agent=False)))
+            time.sleep(1)
+        boxed.executor.execute("import pandas as pd\npd.reset_option('display.float_format')", agent=False)
+        assert_intact(canaries, texts)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (issue 11 class 5): worker processes the USER started earlier run "
+                                       "agent functions outside the guard; only the sandbox kernel holds this")
+def test_class5_a_worker_pool_the_user_started_runs_agent_functions_unguarded(canaries: Canaries) -> None:
+    kernel = AgentKernel(canaries.workspace)
+    try:
+        assert not kernel.install_guard(canaries.workspace).error
+        started = kernel.run("from joblib import Parallel, delayed\nprint(Parallel(n_jobs=2)(delayed(abs)(i) for i in "
+                             "range(4)))", agent=False)
+        assert "[0, 1, 2, 3]" in started.text, started
+        agent = kernel.run(fill(canaries, "from joblib import Parallel, delayed\ndef grab(p):\n    return open(p).read()\n"
+                                          "opts = {'n_jobs': 2}\nprint(Parallel(**opts)(delayed(grab)('@SECRET@') "
+                                          "for _ in range(2)))"), agent=True, timeout=60)
+        assert CANARY_FILE_TEXT not in agent.text + agent.error
+    finally:
+        kernel.close()
