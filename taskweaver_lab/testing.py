@@ -8,7 +8,7 @@ configures ``planner_model="planner"`` and ``code_generator_model="coder"`` and 
 
 A reply is a string (the content) or a dict: ``{"content": str, "status": int, "delay": float,
 "chunk_chars": int, "chunk_delay": float, "headers": {name: value}, "fault": str}`` (``status`` >= 400
-answers an error instead, in the flavor's error shape; ``headers`` are added to the response, e.g.
+answers an error instead, in the flavor's error shape, with ``code`` if given; ``headers`` are added to the response, e.g.
 ``{"Retry-After": "2"}`` with a 429). ``fault`` makes the endpoint misbehave:
 
 - ``"bad_sse"``: a streamed event that is not JSON, after the text ``partial`` (default "Partial answer: ");
@@ -205,7 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
         extra = dict(reply.get("headers") or {})
         if int(reply.get("status", 200)) >= 400:
             status = int(reply["status"])
-            return self._json(status, error_body(self.state.flavor, status, reply.get("content", "error")), extra)
+            message = reply.get("content", "error")
+            return self._json(status, error_body(self.state.flavor, status, message, reply.get("code")), extra)
         if reply.get("fault") == "bad_body":
             return self._raw(200, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>", extra)
         usage = _usage(body, reply["content"])

@@ -69,6 +69,15 @@ def test_azure_errors_say_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
         LLM(make_config({"azure_endpoint": "http://127.0.0.1:9"})).complete("planner", MESSAGES)
 
 
+def test_azure_content_filter_is_named_and_not_taken_for_a_format_problem() -> None:
+    blocked = {"status": 400, "code": "content_filter", "content": "The response was filtered due to the prompt "
+               "triggering Azure OpenAI's content management policy."}
+    with ScriptedLLMServer({"plan-deployment": [blocked]}, flavor="azure", api_key=API_KEY) as server:
+        with pytest.raises(TaskWeaverLabError, match="The provider's content filter blocked this request .*Rephrase"):
+            azure_llm(server).complete("planner", MESSAGES, SCHEMA)
+    assert formats_sent(server) == ["json_schema"]
+
+
 def test_azure_context_length_error() -> None:
     with ScriptedLLMServer({"plan-deployment": []}, flavor="azure", api_key=API_KEY, context_chars=400) as server:
         with pytest.raises(ContextTooLong, match="too long for the model's context .*maximum context length is 100"):
