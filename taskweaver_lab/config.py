@@ -168,8 +168,8 @@ class TaskWeaverLab(Configurable):
 NO_ENDPOINT_HELP = (
     "No LLM endpoint is configured. Set OPENAI_BASE_URL (and OPENAI_API_KEY if it needs one), or "
     "c.TaskWeaverLab.base_url / api_key in jupyter_server_config.py, or --TaskWeaverLab.base_url=... on the "
-    "command line (restart the Jupyter server after changing its config). A local OpenAI-compatible model works "
-    "too, e.g. base_url=http://127.0.0.1:8013/v1."
+    "command line (restart the Jupyter server after changing its config). No key? `jupyter taskweaver local-model "
+    "start` serves a small model offline: then base_url=http://127.0.0.1:8013/v1 and model=local-coder."
 )
 # The sidebar adds this: a user can also pick an endpoint for their own turns (allow_user_base_url).
 SETTINGS_HINT = (
