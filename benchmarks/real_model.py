@@ -415,7 +415,7 @@ def served_models(base_url: str) -> list[str]:
             body = json.load(response)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"No OpenAI-compatible endpoint answers at {base_url} ({exc}): start one (e.g. "
-                         "`bash ../shared/tools/local-llm.sh start 8013`) or pass --base-url.")
+                         "`jupyter taskweaver local-model start`) or pass --base-url.")
     return [describe_model(m) for m in body.get("data", [])]
 
 
