@@ -192,8 +192,8 @@ class FileRecorder:
             self._pending = []
 
     def write(self) -> None:
-        """Write ``self.nb`` as it is (a subclass that placed cells itself)."""
-        self._save(lambda: list(self.nb.cells))
+        """Write ``self.nb`` as it is (a subclass that read the file and placed cells itself)."""
+        self._save(lambda: list(self.nb.cells), take_in_changes=False)
 
     def gone(self) -> bool:
         """True once the notebook was deleted under us (said once through ``notify``)."""
@@ -204,7 +204,7 @@ class FileRecorder:
         return self.deleted
 
     # --- internals -----------------------------------------------------------------------
-    def _save(self, cells: Callable[[], list[Any]]) -> bool:
+    def _save(self, cells: Callable[[], list[Any]], take_in_changes: bool = True) -> bool:
         """Write under the lock (after taking in another writer's cells); a failure is reported once."""
         if read_only(self.path):
             return self._failed(f"{self.path} is read-only, so it was not changed and this round is not recorded in "
@@ -213,7 +213,8 @@ class FileRecorder:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with record_lock(self.path):
-                self._take_in_changes()
+                if take_in_changes:
+                    self._take_in_changes()
                 texts = [self._text(c) for c in cells()]
                 write_text_atomically(document_text(texts, self.nb), self.path)
                 self._stamp = self._file_stamp()
