@@ -43,7 +43,8 @@ class TaskWeaverLab(Configurable):
         help="How to ask for structured replies; 'auto' tries json_schema, then json_object, then text.",
     ).tag(config=True)
     stream = Bool(True, help="Stream LLM replies (live text in the UI).").tag(config=True)
-    llm_timeout = Float(120.0, help="Seconds before one LLM request times out.").tag(config=True)
+    llm_timeout = Float(120.0, help="Seconds to wait for a connection to the LLM endpoint (at most 30 are used); "
+                        "the whole request, a slow first token included, is bounded by llm_deadline.").tag(config=True)
     llm_retries = Int(3, help="Retries (with backoff) on 429, 5xx and timeouts.").tag(config=True)
     llm_deadline = Float(
         300.0, help="Seconds one LLM request may take in all, retries included, however slowly the endpoint sends "
