@@ -96,12 +96,17 @@ class TaskWeaverApp:
         if own_record:
             recorder = FileRecorder(path, nb=nb)  # type: ignore[arg-type]
         replaying = executor is None and bool(record.steps)  # a fresh kernel: rebuild what the record relies on
+        # an unfinished last round is marked in the file only by sessions on their own kernel (CLI, API): a server
+        # session's notebook may be open in the browser, its chat shows the mark from the history
+        mark_in_file = own_record and executor is None
         if executor is None:
             executor = start_kernel(workspace, list(self.config.scrub_env), self.config.summary_chars, self._redact,
                                     sandbox=self.config.sandbox)
         session = Session(self, executor, recorder, workspace, record.session_id or uuid.uuid4().hex[:12], record.steps)
+        if isinstance(recorder, FileRecorder) and own_record:
+            recorder.notify = session._record_notice  # a write problem reaches the round's listeners
         try:
-            session.resume(record, path, nb if replaying else None, on_event, own_record)
+            session.resume(record, path, nb if replaying else None, on_event, mark_in_file)
         except BaseException:
             session.close()
             raise
@@ -155,15 +160,13 @@ class Session:
 
     # --- kernel setup -------------------------------------------------------------------
     def resume(self, record: RecordHistory, path: Path | None, replay_nb: Any, on_event: Listener | None,
-               own_record: bool) -> None:
+               mark_in_file: bool) -> None:
         """Set the kernel up; say what the record reader skipped; mark an unfinished last round interrupted in
         the record; re-run the record's cells on a fresh kernel (``replay_nb``)."""
         self._setup_listener = on_event
-        if isinstance(self.recorder, FileRecorder) and own_record:
-            self.recorder.notify = self._record_notice
         if path is not None:
             record_notices(record, path, self._setup_notice)
-        if own_record and record.interrupted and record.steps[-1] is record.interrupted[-1]:
+        if mark_in_file and record.interrupted and record.steps[-1] is record.interrupted[-1]:
             cell = cell_for(record.interrupted[-1], self.id)
             self.recorder.add_cell(cell)  # type: ignore[union-attr]
         self.setup_kernel()
