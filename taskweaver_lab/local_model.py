@@ -265,7 +265,10 @@ def stop(port: int, home: Path) -> str:
 def add_cli(sub: Any) -> None:
     """``jupyter taskweaver local-model start|stop|status [--model PATH] [--port N]``."""
     parser = sub.add_parser("local-model", help="serve a small code model offline (llama.cpp, built once into your "
-                                                "cache dir) on http://127.0.0.1:PORT/v1 as model 'local-coder'")
+                                                "cache dir) on http://127.0.0.1:PORT/v1 as model 'local-coder'",
+                                description=f"Files are kept in ${HOME_ENV}, else $XDG_CACHE_HOME/taskweaver_lab/"
+                                            f"local-model, else ~/.cache/taskweaver_lab/local-model. ${SERVER_ENV} "
+                                            "names another llama-server executable. status exits 1 when not running.")
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--model", help="a GGUF model file to serve (default: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, "
                                         "downloaded once)")
