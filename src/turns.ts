@@ -31,6 +31,8 @@ export interface IDraftItem {
   type: 'draft';
   draft: IDraftStep;
   verdict: IVerdictStep | null;
+  /** Steps in the plan this draft works on (0: no plan). */
+  planSteps: number;
 }
 export interface IExecutionItem {
   type: 'execution';
@@ -125,7 +127,7 @@ export function applyEvent(turn: ITurn, event: ChatEvent): void {
     case 'plan':
       return applyPlan(turn, event);
     case 'draft':
-      turn.items.push({ type: 'draft', draft: event, verdict: null });
+      turn.items.push({ type: 'draft', draft: event, verdict: null, planSteps: lastItem(turn, 'plan')?.plan.plan.length ?? 0 });
       return;
     case 'verdict':
       return attachVerdict(turn, event);
@@ -164,17 +166,18 @@ function appendDelta(turn: ITurn, role: Role, text: string): void {
 
 function applyPlan(turn: ITurn, plan: IPlanStep): void {
   const previous = lastItem(turn, 'plan');
-  if (previous && samePlan(previous.plan, plan)) {
-    previous.plan = plan;
-    previous.completed = Math.max(previous.completed, plan.current_step - 1);
+  const reached = Math.max(0, Math.min(plan.current_step - 1, plan.plan.length));
+  if (previous && plan.send_to === 'User') {
+    // The Planner's reply to the user is the answer (its own item), not another plan: the checklist the
+    // user followed stays, so its counters never read "step 2 of 1".
     return;
   }
-  turn.items.push({
-    type: 'plan',
-    plan,
-    replan: previous !== null,
-    completed: Math.max(0, plan.current_step - 1)
-  });
+  if (previous && samePlan(previous.plan, plan)) {
+    previous.plan = plan;
+    previous.completed = Math.max(previous.completed, reached);
+    return;
+  }
+  turn.items.push({ type: 'plan', plan, replan: previous !== null, completed: reached });
 }
 
 function samePlan(a: IPlanStep, b: IPlanStep): boolean {

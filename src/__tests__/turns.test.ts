@@ -128,6 +128,26 @@ describe('the plan checklist', () => {
     const asked = fold([planOf(steps, 1), { ...copy(wire.answer), is_question: true, stop: 'Clarification' }]);
     assert.ok(asked.items[0].type === 'plan' && asked.items[0].completed === 0);
   });
+
+  test("the Planner's reply to the user is no re-plan: the checklist stays, never 'step 2 of 1'", () => {
+    const reply: IPlanStep = { ...planOf(['The total is 42.'], 2), send_to: 'User', stop: 'Completed' };
+    const turn = fold([planOf(['Compute'], 1), executionOf(1), reply, wire.answer]);
+    const plans = turn.items.filter(item => item.type === 'plan');
+    assert.equal(plans.length, 1);
+    assert.ok(plans[0].type === 'plan' && plans[0].plan.plan.length === 1 && plans[0].completed === 1);
+  });
+
+  test('a current step beyond the plan ticks at most every step', () => {
+    const turn = fold([planOf(['Load'], 3)]);
+    assert.ok(turn.items[0].type === 'plan' && turn.items[0].completed === 1);
+  });
+
+  test('a draft knows how many steps its plan has', () => {
+    const turn = fold([planOf(steps, 2), wire.draft]);
+    assert.ok(turn.items[1].type === 'draft' && turn.items[1].planSteps === 3);
+    const alone = fold([wire.draft]);
+    assert.ok(alone.items[0].type === 'draft' && alone.items[0].planSteps === 0);
+  });
 });
 
 describe('drafts, verdicts and approvals', () => {
@@ -159,9 +179,10 @@ describe('a chat restored from the server', () => {
     const [turn] = turns;
     assert.equal(turn.state, 'finished');
     assert.equal(turn.userText, 'add 40 and 2');
+    // The Planner's reply to the user (send_to "User") is the answer, not a second checklist.
     assert.deepEqual(
       turn.items.map(item => item.type),
-      ['plan', 'execution', 'plan', 'answer']
+      ['plan', 'execution', 'answer']
     );
     assert.equal(turn.live, null);
   });

@@ -1,4 +1,5 @@
 import * as React from 'react';
+import { stepOf } from '../present';
 import type { IDraftItem } from '../turns';
 import type { IVerdictStep } from '../types';
 
@@ -11,7 +12,7 @@ export function DraftView(props: { item: IDraftItem }): JSX.Element {
       {draft.reply_type === 'python' && (
         <details className="jp-TaskWeaver-code" open={verdict === null || !verdict.ok}>
           <summary>
-            Code, step {draft.step}
+            Code, {stepOf(draft.step, props.item.planSteps) || 'no step'}
             {draft.attempt > 1 ? `, attempt ${draft.attempt}` : ''} <VerdictBadge verdict={verdict} />
           </summary>
           <pre>{draft.code}</pre>

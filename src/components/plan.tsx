@@ -1,4 +1,5 @@
 import * as React from 'react';
+import { stepOf } from '../present';
 import type { IPlanItem } from '../turns';
 
 /** The plan as a checklist; the initial plan (before merging) folds away. */
@@ -6,7 +7,9 @@ export function PlanChecklist(props: { item: IPlanItem }): JSX.Element {
   const { plan, completed, replan } = props.item;
   return (
     <div className="jp-TaskWeaver-plan" data-replan={replan}>
-      <div className="jp-TaskWeaver-planTitle">{replan ? 'Re-plan' : 'Plan'}</div>
+      <div className="jp-TaskWeaver-planTitle">
+        {replan ? 'Re-plan' : 'Plan'} · {planProgress(plan.plan.length, completed, plan.current_step)}
+      </div>
       <ol className="jp-TaskWeaver-planSteps">
         {plan.plan.map((step, i) => (
           <PlanStepRow key={i} text={step} done={i < completed} current={i === plan.current_step - 1} />
@@ -15,6 +18,14 @@ export function PlanChecklist(props: { item: IPlanItem }): JSX.Element {
       {plan.init_plan.length > 0 && <InitPlan steps={plan.init_plan} />}
     </div>
   );
+}
+
+/** "step 2 of 3" while steps remain, "all 3 steps done" once they are ticked; never beyond the plan. */
+function planProgress(total: number, completed: number, current: number): string {
+  if (total > 0 && completed >= total) {
+    return total === 1 ? 'done' : `all ${total} steps done`;
+  }
+  return stepOf(Math.min(Math.max(current, completed + 1), total), total) || `${total} steps`;
 }
 
 function PlanStepRow(props: { text: string; done: boolean; current: boolean }): JSX.Element {

@@ -45,13 +45,17 @@ function collectErrors(page: IJupyterLabPageFixture): string[] {
   return errors;
 }
 
+const UNGROUNDED = 'The total sales are 16250, 1175 more than last year.';
+
 test('the answer links each figure to the cell that computed it; the working folds under it', async ({
   page
 }, testInfo) => {
   const llm = await startScriptedLLM({
     planner: [
       planReply('Add up the two sales figures.'),
-      planReply('The total sales are 16250.', { sendTo: 'User', stop: 'Completed' })
+      // 1175 was never computed: the Planner is asked once to drop it, says it again, and it is marked.
+      planReply(UNGROUNDED, { sendTo: 'User', stop: 'Completed' }),
+      planReply(UNGROUNDED, { sendTo: 'User', stop: 'Completed' })
     ],
     coder: [codeReply('total = 7000 + 9250\nprint(total)')]
   });
@@ -62,6 +66,8 @@ test('the answer links each figure to the cell that computed it; the working fol
     await expect(answer.locator('.jp-TaskWeaver-answer')).toContainText('16250', { timeout: 60000 });
     const link = answer.locator('.jp-TaskWeaver-figureLink', { hasText: '16250' });
     await expect(link).toHaveText(/16250 — step 1, cell \[\d+\]/);
+    await expect(answer.locator('.jp-TaskWeaver-figure[data-kind="not-computed"]')).toHaveText('1175 — not computed');
+    await expect(answer.locator('.jp-TaskWeaver-answer')).toContainText('1175 (not computed)');
     await expect(answer.locator('.jp-TaskWeaver-copy')).toBeVisible();
     await expect(answer.locator('.jp-TaskWeaver-usage')).toContainText('LLM call');
 
@@ -72,6 +78,9 @@ test('the answer links each figure to the cell that computed it; the working fol
     await expect(page.locator('.jp-TaskWeaver-execution').first()).toBeHidden();
     await page.locator('.jp-TaskWeaver-working > summary').click();
     await expect(page.locator('.jp-TaskWeaver-execution').first()).toBeVisible();
+    // Counters agree with what ran: one plan of one step, done; the reply to the user is no re-plan.
+    await expect(page.locator('.jp-TaskWeaver-planTitle')).toHaveText(['Plan · done']);
+    await expect(page.locator('.jp-TaskWeaver-code > summary')).toContainText('Code, step 1 of 1');
 
     // The generated cell is in the notebook; make another cell active, then follow the figure's link.
     const generated = page.locator('.jp-NotebookPanel .jp-CodeCell').filter({ hasText: '7000 + 9250' });
