@@ -195,6 +195,19 @@ class FileRecorder:
         """Write ``self.nb`` as it is (a subclass that read the file and placed cells itself)."""
         self._save(lambda: list(self.nb.cells), take_in_changes=False)
 
+    def update(self, change: Callable[[Any], None]) -> None:
+        """Under the lock: take in the file as another writer left it, ``change(self.nb)`` (e.g. insert a cell
+        below an anchor), write. The read-change-write of a writer that places cells itself, safe against
+        a second writer (a CLI on the notebook a server session records in)."""
+        if self.gone():
+            return
+
+        def changed() -> list[Any]:
+            change(self.nb)
+            return list(self.nb.cells)
+
+        self._save(changed)
+
     def gone(self) -> bool:
         """True once the notebook was deleted under us (said once through ``notify``)."""
         if not self.deleted and self._seen and not self.path.exists():

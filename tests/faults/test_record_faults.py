@@ -325,3 +325,17 @@ def test_incremental_writes_give_the_bytes_nbformat_writes(tmp_path: Path) -> No
     nbformat.validate(nb)
     assert (tmp_path / "inc.ipynb").read_text() == nbformat.writes(nb) + "\n"
     assert document_text([cell_text(c) for c in nb.cells], nb) == nbformat.writes(nb) + "\n"
+
+
+def test_a_writer_placing_its_cells_itself_keeps_another_writers_cells(tmp_path: Path) -> None:
+    """``FileRecorder.update``: the read-change-write under the lock (e.g. a cell below an anchor) builds on
+    what another process wrote since, and loses nothing of it."""
+    notebook = tmp_path / "anchored.ipynb"
+    first = FileRecorder(notebook)
+    first.add_cell(cell_for(UserMessage("mine", 1), "s1"))
+    first.flush()
+    other = subprocess.run([sys.executable, "-c", WRITER, str(notebook), "other", "3"], timeout=120)
+    assert other.returncode == 0
+    first.update(lambda nb: nb.cells.insert(1, nbformat.from_dict(cell_for(Answer("placed", round=1), "s1"))))
+    texts = ["".join(c.source) for c in nbformat.read(notebook, 4).cells]
+    assert texts == ["**You:** mine", "**TaskWeaver:** placed", "other 0", "other 1", "other 2"]
