@@ -209,3 +209,14 @@ test('keyboard: Shift+Enter adds a line, Enter sends, Escape stops; the running 
     llm.stop();
   }
 });
+
+test('after a reload the sidebar is open again, bound to the notebook', async ({ page }, testInfo) => {
+  const name = `restore-${testInfo.project.name}.ipynb`;
+  await notebookWithSidebar(page, name);
+  await page.waitForTimeout(2000); // the layout restorer saves the workspace after a change
+  await page.evaluate(() => window.location.reload());
+  await page.waitForFunction(() => (window as any).jupyterapp?.started, undefined, { timeout: 60000 });
+  // No command here: the restored layout opens the panel by itself.
+  await expect(page.locator('.jp-TaskWeaver-panel')).toBeVisible({ timeout: 30000 });
+  await expect(page.locator('.jp-TaskWeaver-binding')).toContainText(name, { timeout: 30000 });
+});
