@@ -104,7 +104,8 @@ choose_llm() {
     || die "the local model did not start (the reason is above); set OPENAI_BASE_URL / OPENAI_API_KEY for a hosted model, or TASKWEAVER_LOCAL_MODEL=0 to start Lab without one"
   export OPENAI_BASE_URL="http://127.0.0.1:$port/v1"
   export OPENAI_API_KEY=local  # a loopback server: no real key goes to it
-  LAB_ARGS+=("--TaskWeaverLab.model=local-coder")
+  # a small model on a CPU may read a long prompt for minutes before its first token (Stop still ends a turn at once)
+  LAB_ARGS+=("--TaskWeaverLab.model=local-coder" "--TaskWeaverLab.llm_deadline=900")
 }
 
 LAB_ARGS=()

@@ -292,6 +292,7 @@ def test_start_sh_without_an_endpoint_starts_the_local_model(tmp_path: Path) -> 
         assert "No LLM endpoint is configured" in done.stdout and "To use a hosted model instead" in done.stdout
         assert lab["base_url"] == f"http://127.0.0.1:{port}/v1" and lab["api_key"] == "local"
         assert lab["args"][-2:] == ["--no-browser", "--port=0"] and "--TaskWeaverLab.model=local-coder" in lab["args"]
+        assert "--TaskWeaverLab.llm_deadline=900" in lab["args"]  # slow CPU endpoints: minutes before a first token
         status = run(tmp_path / "home", "status", "--port", port)
         assert status.returncode == 0 and "local-coder" in status.stdout
     finally:
