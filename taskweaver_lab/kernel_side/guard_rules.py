@@ -59,6 +59,8 @@ class _Paths:
         self.write_roots = tuple({self.resolve(p) for p in [workspace, *write_roots]})
         self.read_roots = tuple({self.resolve(p) for p in [*self.write_roots, *read_roots]})
         self.library_roots = tuple(r for r in self.read_roots if r != self.workspace)
+        self.own_roots = tuple(r for r in self.write_roots if r != self.workspace)
+        self.cell_dirs = tuple(r for r in self.read_roots if r.rsplit("/", 1)[-1].startswith("ipykernel_"))
         self.protected = tuple({self.resolve(p) for p in protected if p})
         self.code_suffixes, self.config_names, self.config_prefixes = _CODE_SUFFIXES, _CONFIG_NAMES, _CONFIG_PREFIXES
 
@@ -107,19 +109,21 @@ class _Paths:
         if isinstance(path, int) or path is None:
             return   # an already-open descriptor, or "no path" (e.g. a pipe)
         full = self.resolve(path)
-        if not write and self._inside(full, self.library_roots) is not None and not self._under(full, self.protected):
-            return
-        rel = self._inside(full, self.write_roots)
-        if rel is None:
-            where = "outside the workspace" if write else "outside the workspace and library folders"
-            raise _blocked(event, f"{'writing' if write else 'reading'} {full} ({where} {self.workspace})")
         name = full.rsplit("/", 1)[-1]
-        if any(part.startswith(".") for part in rel.split("/")) or self._under(full, self.protected):
-            raise _blocked(event, f"{full}: hidden files and folders hold settings and credentials")
         if write and (name.endswith(self.code_suffixes) or name in self.config_names or (
                 name.startswith(self.config_prefixes) and name.endswith(("config.py", "config.json")))):
             raise _blocked(event, f"writing {full}: code, notebooks and settings files can't be written by agent "
                                   "code (a later step would run or trust them); save data as csv, json, txt or png")
+        if self._inside(full, self.own_roots if write else self.own_roots + self.cell_dirs) is not None:
+            return   # library caches, MPLCONFIGDIR, the private temp folder (may sit in a protected folder)
+        if not write and self._inside(full, self.library_roots) is not None and not self._under(full, self.protected):
+            return
+        rel = self._inside(full, (self.workspace,))
+        if rel is None:
+            where = "outside the workspace" if write else "outside the workspace and library folders"
+            raise _blocked(event, f"{'writing' if write else 'reading'} {full} ({where} {self.workspace})")
+        if any(part.startswith(".") for part in rel.split("/")) or self._under(full, self.protected):
+            raise _blocked(event, f"{full}: hidden files and folders hold settings and credentials")
 
 
 def _default_read_roots() -> list[str]:

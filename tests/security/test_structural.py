@@ -67,7 +67,7 @@ def session(llm: ScriptedLLMServer, canaries: Canaries) -> Iterator[Session]:
     db.close()
     (canaries.workspace / "link.db").symlink_to(canaries.root / "elsewhere" / "secret.db")
     with planted_env(), credentials_env(), open_session(llm, canaries, "structural.ipynb", max_attempts=1,
-                                                        execution_timeout=30) as opened:
+                                                        execution_timeout=30, llm_retries=2) as opened:
         yield opened
 
 
