@@ -114,7 +114,8 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     app = TaskWeaverApp(config=overrides)
     for problem in app.load_errors:
         print(f"warning: {problem}", file=sys.stderr)
-    with app.create_session(notebook=args.notebook, new=args.new) as session:
+    progress = lambda step: step.level == "info" and print(f"taskweaver: {step.text}", file=sys.stderr, flush=True)  # noqa: E731
+    with app.create_session(notebook=args.notebook, new=args.new, on_event=progress) as session:
         # plugins whose file raised in the kernel: said here, and left out of every prompt
         for problem in note_kernel_setup(app.plugins, session.executor.state.setup_messages):
             print(f"warning: {problem}", file=sys.stderr)

@@ -197,13 +197,14 @@ class Session:
         self._emit(notice)
 
     def _record_notice(self, text: str) -> None:
-        """A problem writing the record: to the running round's listeners (or setup's), else to the log."""
+        """A problem writing the record: to the running round's listeners; outside a round (setup, close) to
+        the log as well, since nobody may be listening any more."""
         listeners = self._round_listeners
         if listeners is None:
             listeners = self.listeners + ([self._setup_listener] if self._setup_listener else [])
         if listeners:
             self._emit(Notice("warning", text), listeners)
-        else:
+        if not listeners or self._round_listeners is None:
             log.warning("%s", text)
 
     def policy(self) -> Policy:

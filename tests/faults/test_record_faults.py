@@ -339,3 +339,19 @@ def test_a_writer_placing_its_cells_itself_keeps_another_writers_cells(tmp_path:
     first.update(lambda nb: nb.cells.insert(1, nbformat.from_dict(cell_for(Answer("placed", round=1), "s1"))))
     texts = ["".join(c.source) for c in nbformat.read(notebook, 4).cells]
     assert texts == ["**You:** mine", "**TaskWeaver:** placed", "other 0", "other 1", "other 2"]
+
+
+def test_the_cli_shows_resume_progress_as_it_happens(llm_server, workspace: Path) -> None:
+    record_file(workspace / "progress.ipynb", recorded("a = 1"), recorded("1/0", ok=False, error=True))
+    answer_directly(llm_server, "Resumed.")
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY}
+    result = subprocess.run(["jupyter", "taskweaver", "run", "progress.ipynb", "-m", "go on",
+                             f"--TaskWeaverLab.base_url={llm_server.base_url}", "--TaskWeaverLab.planner_model=planner"],
+                            cwd=workspace, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[:3] == ["taskweaver: Resuming progress.ipynb: re-running 1 recorded code cell(s) to rebuild the kernel's "
+                         "variables (at most 120 s in all, TaskWeaverLab.resume_timeout); 1 that failed or were "
+                         "interrupted are not re-run.",
+                         "taskweaver: Re-running cell 1 of 1.", "taskweaver: Resumed progress.ipynb: 1 cell(s) re-run."]
+    assert result.stdout.strip() == "Resumed."
