@@ -85,22 +85,24 @@ class ServerKernel:
         except Exception:
             return True  # a slow loop is not a dead kernel
 
-    def stop_agent(self, msg_id: str) -> None:
+    def stop_agent(self, msg_id: str) -> bool:
         """(a worker thread) Interrupt our agent cell ``msg_id`` if it still runs, from a throwaway subshell
-        (the main shell may be busy: a %%taskweaver cell waiting for this very turn)."""
+        (the main shell may be busy: a %%taskweaver cell waiting for this very turn). False when that failed."""
         try:
             client = self.client()
         except TaskWeaverLabError as exc:
             log.warning("could not stop %s in kernel %s: %s", msg_id, self.kernel_id, exc)
-            return
+            return False
         stopper = ServerKernelExecutor(self, client, ".", 0, lambda text: text)
         try:
             subshell = stopper.use_subshell()
             stopper.bootstrap(_STOP.format(module=kernel_helper.MODULE_NAME, msg_id=msg_id), "the stop")
             log.debug("stop of %s in kernel %s: %s", msg_id, self.kernel_id, stopper.state.setup_messages)
             stopper._control_request("delete_subshell_request", 3, {"subshell_id": subshell})
+            return True
         except TaskWeaverLabError as exc:
             log.warning("could not stop %s in kernel %s: %s", msg_id, self.kernel_id, exc)
+            return False
         finally:
             client.stop_channels()
 
@@ -166,7 +168,14 @@ class ServerKernelExecutor(KernelExecutor):
             self._interrupt()
             return
         # a plain thread: Stop comes from the server loop, a timeout from the turn's worker thread
-        threading.Thread(target=self.kernel.stop_agent, args=(msg_id,), name="taskweaver-stop", daemon=True).start()
+        threading.Thread(target=self._stop, args=(msg_id,), name="taskweaver-stop", daemon=True).start()
+
+    def _stop(self, msg_id: str) -> None:
+        """Stop through a throwaway subshell; when the kernel gives none (e.g. busy with our cell), the kernel
+        manager's SIGINT, but only while that same cell of ours is still the one running."""
+        if not self.kernel.stop_agent(msg_id) and self.running and self.agent_msg_id == msg_id:
+            log.info("stopping %s in kernel %s with the kernel manager's interrupt", msg_id, self.kernel.kernel_id)
+            self._interrupt()
 
 def attach_executor(kernel: ServerKernel, workspace: str, app: Any) -> ServerKernelExecutor:
     """(worker thread) An executor on the running kernel; setup code will use a subshell when there is one."""
