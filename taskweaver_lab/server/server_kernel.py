@@ -26,6 +26,9 @@ log = logging.getLogger("taskweaver_lab.kernel")
 # (kernel_helper.stop). A subshell's thread gets KeyboardInterrupt (effective at the next Python
 # bytecode: a pure-Python loop stops, a blocking C call such as time.sleep finishes first); the main
 # thread gets SIGINT, which also ends a blocking call.
+# A kernel JupyterLab just started answers in about a second, but takes over 10 s on a loaded machine (measured:
+# load 16 on 2 CPUs, benchmarks/scale.py --server): the first turn waits this long for it.
+CONNECT_TIMEOUT_S = 30.0
 _SET_UP = "print('known' if {module!r} in __import__('sys').modules else 'fresh')"
 _STOP = "print(getattr(__import__('sys').modules.get({module!r}), 'stop', lambda m: 'no helper')({msg_id!r}))"
 
@@ -62,13 +65,17 @@ class ServerKernel:
     def same_process(self, other: "ServerKernel") -> bool:
         return other.kernel_id == self.kernel_id and other.process_key == self.process_key
 
-    def client(self) -> BlockingKernelClient:
+    def client(self, timeout: float = CONNECT_TIMEOUT_S) -> BlockingKernelClient:
         """A dedicated blocking client whose iopub is subscribed before it is used."""
         client = BlockingKernelClient()
         # session=False: only then does the info carry the signing key (session=True carries a Session object instead)
         client.load_connection_info(self.manager.get_connection_info(session=False))
         client.start_channels()
-        wait_for_iopub(client)
+        try:
+            wait_for_iopub(client, timeout)
+        except TaskWeaverLabError:
+            client.stop_channels()
+            raise
         return client
 
     def interrupt(self) -> None:
@@ -89,7 +96,7 @@ class ServerKernel:
         """(a worker thread) Interrupt our agent cell ``msg_id`` if it still runs, from a throwaway subshell
         (the main shell may be busy: a %%taskweaver cell waiting for this very turn). False when that failed."""
         try:
-            client = self.client()
+            client = self.client(timeout=10.0)  # Stop must not wait long for a kernel that does not answer
         except TaskWeaverLabError as exc:
             log.warning("could not stop %s in kernel %s: %s", msg_id, self.kernel_id, exc)
             return False
@@ -113,15 +120,16 @@ def wait_for_iopub(client: BlockingKernelClient, timeout: float = 10.0) -> None:
     Asks on the control channel (answered even while the main shell runs a long user cell) until
     iopub delivers something.
     """
-    deadline = time.monotonic() + timeout
+    deadline, wait = time.monotonic() + timeout, 0.2
     while time.monotonic() < deadline:
         client.control_channel.send(client.session.msg("kernel_info_request", {}))
         try:
-            client.get_iopub_msg(timeout=0.2)
+            client.get_iopub_msg(timeout=wait)
             return
         except queue.Empty:
-            continue
-    raise TaskWeaverLabError("The kernel does not answer (no iopub messages in 10 s). Is it still running?")
+            wait = min(1.0, wait * 1.5)  # a slow kernel gets fewer requests to catch up on
+    raise TaskWeaverLabError(f"The kernel does not answer (no message from it in {timeout:.0f} s). Is it still running? "
+                             "Restart it if it is stuck, then send the message again.")
 
 
 class ServerKernelExecutor(KernelExecutor):
