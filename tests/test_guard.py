@@ -133,3 +133,16 @@ def test_agent_context_in_process_and_install_is_idempotent(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "s" and lines[1].startswith("BLOCKED taskweaver_lab guard blocked open") and lines[2] == "s"
+
+
+def test_callbacks_agent_code_registers_run_guarded_and_can_be_unregistered(kernel: AgentKernel,
+                                                                           canaries: Canaries) -> None:
+    register = (f"def later(*args):\n    open({str(canaries.secret)!r}).read()\n"
+                "get_ipython().events.register('post_run_cell', later)")
+    first = kernel.run(register, agent=True)         # post_run_cell fires for this very cell already
+    assert "guard blocked open" in first.error + first.text and CANARY_FILE_TEXT not in first.text, first
+    user = kernel.run("x = 1", agent=False)          # IPython reports the callback's failure in the user's cell
+    assert "guard blocked open" in user.error + user.text and CANARY_FILE_TEXT not in user.text, user
+    undo = kernel.run("get_ipython().events.unregister('post_run_cell', later)", agent=True)
+    assert not undo.error, undo
+    assert "guard blocked" not in kernel.run("y = 2", agent=False).text

@@ -341,6 +341,7 @@ def _guarded_callable(function: Callable[..., Any], controller: _Controller) -> 
         finally:
             controller.exit(token)
 
+    guarded_callback.__wrapped__ = function   # type: ignore[attr-defined]  (IPython's unregister finds it)
     return guarded_callback
 
 
