@@ -235,7 +235,7 @@ class Session:
             ctx = self._round_context(options, on_event, approve)
             user = UserMessage(message.strip(), ctx.number)
             try:
-                self._kernel_check(ctx, user)
+                self._kernel_check(ctx)
                 return self.agent.run_round(self.history, user, ctx)
             except Cancelled:
                 return self._fail(ctx, user, "Stopped. Nothing after the last finished step was run; ask again to continue.")
@@ -244,16 +244,14 @@ class Session:
             finally:
                 self._round_listeners = None
 
-    def _kernel_check(self, ctx: RoundContext, user: UserMessage) -> None:
+    def _kernel_check(self, ctx: RoundContext) -> None:
         """A kernel that died since the last round is replaced (API/CLI kernels); the Planner (and the chat, and
         the record) first hears that the earlier variables are gone."""
         if renew_kernel(self.executor):
             ctx.emit(Notice("warning", KERNEL_RENEWED))
             self.setup_kernel()
             self.kernel_replaced()
-        if self._kernel_replaced:  # closes the previous round, before the new request
-            self._kernel_replaced = False
-            ctx.add(Execution(ok=True, code="", summary=KERNEL_REPLACED, step=0, round=user.round - 1))
+        # (the Planner hears it in the new round, right after the request: see _add)
 
     def _round_context(self, options: RoundOptions, on_event: Listener | None,
                        approve: Callable[[Draft, Verdict], Decision] | None) -> RoundContext:
@@ -294,6 +292,10 @@ class Session:
         if cell is not None and recorder is not None:
             recorder.add_cell(cell)
         self._emit(step, listeners)
+        if isinstance(step, UserMessage) and self._kernel_replaced:
+            # the first thing of the new round (the Planner sees the current round in full, earlier ones summarized)
+            self._kernel_replaced = False
+            self._add(Execution(ok=True, code="", summary=KERNEL_REPLACED, step=0, round=step.round), listeners, recorder)
 
     def _emit(self, step: Step, listeners: Sequence[Listener] | None = None) -> None:
         if step.kind == "llm_call":

@@ -66,7 +66,7 @@ def test_a_killed_kernel_is_replaced_on_the_next_round_and_the_planner_told(llm_
     assert third.text == "y is 2."
     assert [e.text for e in events if isinstance(e, Notice)] == [KERNEL_RENEWED]
     replaced = [e for e in events if isinstance(e, Execution) and not e.code]
-    assert [e.summary for e in replaced] == [KERNEL_REPLACED]
+    assert [e.summary for e in replaced] == [KERNEL_REPLACED] and replaced[0].round == 3  # in the round that follows
     assert KERNEL_REPLACED in json.dumps(llm_server.requests[-3]["messages"])  # the Planner heard it first
     ran = [e for e in events if isinstance(e, Execution) and e.code]
     assert ran[0].ok and ran[0].outputs[0]["text"] == "2\n"
