@@ -18,6 +18,7 @@ from jupyter_server.extension.application import ExtensionApp
 from ..config import DEFAULT_SCRUB_ENV, NO_ENDPOINT_HELP, SERVER_URL_ENV, TaskWeaverLab
 from ..secrets import scrubbed_env
 from ..steps import TaskWeaverLabError
+from .gateway_kernel import GATEWAY_SANDBOX, is_gateway
 from .sandbox_kernelspec import SandboxKernels, ServerSandbox
 
 
@@ -55,6 +56,10 @@ class TaskWeaverLabExtension(ExtensionApp):
         SandboxKernels(self.serverapp.kernel_manager).install()
         if self.config_section.sandbox != "landlock":
             return None
+        if is_gateway(self.serverapp.kernel_manager):  # degraded: every endpoint says why (gateway_kernel.py)
+            self.config_error = f"The TaskWeaver server extension is not running: {GATEWAY_SANDBOX}"
+            self.log.error("taskweaver_lab: %s", self.config_error)
+            return None
         server_sandbox = ServerSandbox(self.serverapp, self.log)
         server_sandbox.offer()
         return server_sandbox
@@ -76,6 +81,11 @@ class TaskWeaverLabExtension(ExtensionApp):
         scrub_kernel_env(serverapp.kernel_manager, list(self.config_section.scrub_env), url)
         admit = self.sandbox.admit if self.sandbox is not None else None
         self.turns = TurnManager(self.core, serverapp, asyncio.get_running_loop(), self.ydoc, admit=admit)
+        if self.config_section.usage_log:  # the admin's per-user usage log (usage_log.py)
+            from .usage_log import UsageLog
+
+            usage_log = UsageLog(self.config_section.usage_log)
+            self.turns.on_finished = lambda turn, request, last: usage_log.record(turn, request, last, self.config_section)
         self.log.info("taskweaver_lab: %s; kernels reach the server at %s",
                       "LLM endpoint configured" if self.configured else "no LLM endpoint configured", url or "(unix socket)")
 

@@ -24,6 +24,7 @@ from tornado import web, websocket
 from .. import kernel_auth
 from ..config import TaskWeaverLab
 from ..llm import UserChoices
+from .gateway_kernel import GATEWAY_MAGIC, is_gateway
 from .turns import TurnError, TurnManager, TurnRequest
 
 AUTH_RESOURCE = "kernels"  # a turn runs code in a kernel: the same permission as running a cell
@@ -242,6 +243,8 @@ class KernelHandler(BaseHandler):
     async def authenticate_kernel(self) -> None:
         kernel_id = self.request.headers.get(kernel_auth.KERNEL_HEADER, "")
         manager = self.serverapp.kernel_manager
+        if is_gateway(manager):  # a gateway's kernel: its key is not known here, no signature can be checked
+            raise TurnError(409, GATEWAY_MAGIC)
         if not kernel_id or kernel_id not in manager:
             raise TurnError(403, "Unknown kernel: this endpoint is for %%taskweaver in a kernel of this server.")
         key = bytes(manager.get_kernel(kernel_id).session.key or b"")

@@ -19,6 +19,7 @@ from jupyter_core.utils import ensure_async
 from ..kernel import KernelExecutor
 from ..kernel_side import kernel_helper
 from ..steps import Execution, TaskWeaverLabError
+from .gateway_kernel import GatewayBlockingClient, is_gateway
 
 log = logging.getLogger("taskweaver_lab.kernel")
 
@@ -67,10 +68,13 @@ class ServerKernel:
 
     def client(self, timeout: float = CONNECT_TIMEOUT_S) -> BlockingKernelClient:
         """A dedicated blocking client whose iopub is subscribed before it is used."""
-        client = BlockingKernelClient()
-        # session=False: only then does the info carry the signing key (session=True carries a Session object instead)
-        client.load_connection_info(self.manager.get_connection_info(session=False))
-        client.start_channels()
+        if is_gateway(self.kernel_manager):  # no connection file here: the gateway's websocket (gateway_kernel.py)
+            client: Any = GatewayBlockingClient(self.kernel_manager, self.kernel_id, timeout)
+        else:
+            client = BlockingKernelClient()
+            # session=False: only then does the info carry the signing key (session=True carries a Session object instead)
+            client.load_connection_info(self.manager.get_connection_info(session=False))
+            client.start_channels()
         try:
             wait_for_iopub(client, timeout)
         except TaskWeaverLabError:

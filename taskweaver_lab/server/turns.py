@@ -138,6 +138,7 @@ class TurnManager:
         self.active: dict[str, str] = {}            # path -> id of its running turn
         self.subscribers: dict[str, set[Subscriber]] = {}
         self._plugins_lock = threading.Lock()
+        self.on_finished: Callable[[Turn, TurnRequest, dict[str, Any]], None] | None = None  # (worker) usage log
 
     # --- requests -------------------------------------------------------------------------
     async def start(self, request: TurnRequest) -> Turn:
@@ -307,6 +308,8 @@ class TurnManager:
             # one callback: the notebook is free for the next turn before anyone hears "finished"
             turn.deltas.flush()
             last = {"kind": "turn", "state": state, **({"error": error} if error else {}), "usage": usage[0].to_json()}
+            if self.on_finished is not None:
+                self.on_finished(turn, request, last)
             self.loop.call_soon_threadsafe(self._finish, turn, last)
 
     # --- events -----------------------------------------------------------------------------
