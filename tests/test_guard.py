@@ -146,3 +146,19 @@ def test_callbacks_agent_code_registers_run_guarded_and_can_be_unregistered(kern
     undo = kernel.run("get_ipython().events.unregister('post_run_cell', later)", agent=True)
     assert not undo.error, undo
     assert "guard blocked" not in kernel.run("y = 2", agent=False).text
+
+
+def test_subshells_can_still_be_made_and_used_by_the_user(kernel: AgentKernel, canaries: Canaries) -> None:
+    """The server stops a subshell's agent cell from a throwaway subshell (kernel_helper.stop): the guard must not
+    refuse the kernel's own control messages, nor a user request on a subshell."""
+    assert not kernel.run("x_agent = 1", agent=True).error
+    request = kernel.client.session.msg("create_subshell_request", {})
+    kernel.client.control_channel.send(request)
+    reply = kernel.client.get_control_msg(timeout=30)["content"]
+    assert reply["status"] == "ok", reply
+    code = "import sys\nprint(len(sys._current_frames()) > 1)"   # what kernel_helper.stop() needs
+    message = kernel.client.session.msg("execute_request", {"code": code, "silent": False, "store_history": False,
+                                                            "user_expressions": {}, "allow_stdin": False})
+    message["header"]["subshell_id"] = reply["subshell_id"]
+    kernel.client.shell_channel.send(message)
+    assert kernel.shell_reply(message["header"]["msg_id"])["content"]["status"] == "ok"

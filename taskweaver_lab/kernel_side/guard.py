@@ -7,7 +7,7 @@ It sees what code *does* (open, sockets, processes, native code, unpickling) wha
 On for: execute_requests whose metadata says ``{"taskweaver_lab": {"agent": true}}`` (IPython
 ``pre_execute``/``post_execute``, which also fire for silent requests), threads they start, IPython callbacks
 they register, ``agent_context()``, every ``user_expressions`` evaluation (the helper's report touches agent
-objects), and the kernel's own threads (IOPub, control, subshells) unless they handle a user request.
+objects), asyncio handles and tasks agent code creates, and the kernel's IOPub and heartbeat threads.
 Tampering seen after an agent cell keeps it on for every cell (fail closed). Defence in depth against
 mistakes and injected data, not an isolation boundary (``__closure__`` reaches it): the sandbox kernel is.
 """
@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterator
 
 if __package__:   # imported from the package; shipped, guard_rules.py's source ran first in this module
     _rules = importlib.import_module(__package__ + ".guard_rules")
-    (ALLOWED_COMMANDS, _HELPER_MODULE, _MACHINERY_EXEMPT, _Paths, _Policy, _default_read_roots, _library_write_roots,
-     _protected_dirs) = (_rules.ALLOWED_COMMANDS, _rules._HELPER_MODULE, _rules._MACHINERY_EXEMPT, _rules._Paths,
+    (ALLOWED_COMMANDS, _HELPER_MODULE, _Paths, _Policy, _default_read_roots, _library_write_roots,
+     _protected_dirs) = (_rules.ALLOWED_COMMANDS, _rules._HELPER_MODULE, _rules._Paths,
                          _rules._Policy, _rules._default_read_roots, _rules._library_write_roots, _rules._protected_dirs)
 
 MODULE_NAME = "_taskweaver_lab_guard"
@@ -43,7 +43,7 @@ class _Controller:
         self.guarded: frozenset[int] = frozenset()
         self.agent_idents: frozenset[int] = frozenset()
         self.agent_threads: set[int] = set()   # threads started by agent code, while they run
-        self.machinery: set[int] = set()       # kernel threads: guarded unless they handle a user request
+        self.machinery: set[int] = set()       # IOPub, heartbeat: guarded unless a user request runs there
         self.armed = [False]         # the hook's fast path reads only this
         self.locked_ident: int | None = None   # set when tampering was seen: that thread stays guarded
         self.blocks: list[str] = []
@@ -97,7 +97,7 @@ class _Controller:
 
     def wrap_thread_start(self, start: Callable[..., int]) -> Callable[..., int]:
         """A ``_thread.start_new_thread`` that marks threads started by agent code as guarded, and the
-        kernel's own threads (ipykernel's thread classes, IOPub) as machinery.
+        IOPub and heartbeat threads as machinery.
 
         Python 3.11 raises no audit event for thread creation, so the starter itself is wrapped."""
         controller = self
@@ -155,37 +155,13 @@ class _Controller:
 
         return taskweaver_lab_audit_hook
 
-    def exempt(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        """``handler`` (a kernel message handler, maybe async) runs unguarded on a machinery thread."""
-        controller = self
-
-        async def finish(result: Any, token: object) -> Any:
-            try:
-                return await result
-            finally:
-                controller.exit(token)
-
-        def run_exempt(*args: Any, **kwargs: Any) -> Any:
-            token = controller.enter(False)
-            try:
-                result = handler(*args, **kwargs)
-            except BaseException:
-                controller.exit(token)
-                raise
-            if hasattr(result, "__await__"):
-                return finish(result, token)
-            controller.exit(token)
-            return result
-
-        return run_exempt
-
 
 def _is_machinery(function: Any) -> bool:
-    """True for ``Thread._bootstrap`` of ipykernel's own threads (control, shell channel, subshells, IOPub)."""
+    """True for ``Thread._bootstrap`` of the kernel's IOPub and heartbeat threads, which run no user code: what is
+    handed to them (``sys.stdout.pub_thread.schedule(f)``) meets the guard. Callables scheduled onto the event
+    loops of the other kernel threads (control, shell channel, subshells) carry the agent's context instead."""
     thread = getattr(function, "__self__", None)
-    if not isinstance(thread, threading.Thread):
-        return False
-    return type(thread).__module__.startswith("ipykernel.") or thread.name in ("IOPub", "Heartbeat")
+    return isinstance(thread, threading.Thread) and thread.name in ("IOPub", "Heartbeat")
 
 
 _agent_enter: Callable[[], object] | None = None
@@ -294,7 +270,7 @@ def _connect_ipython(controller: _Controller) -> None:
 
 
 def _wrap_kernel(controller: _Controller, shell: Any, kernel: Any) -> Callable[[dict], dict]:
-    """Every ``user_expressions`` evaluation runs guarded; some control messages run unguarded."""
+    """Every ``user_expressions`` evaluation runs guarded."""
     evaluate = shell.user_expressions
 
     def guarded_expressions(expressions: dict) -> dict:
@@ -306,10 +282,6 @@ def _wrap_kernel(controller: _Controller, shell: Any, kernel: Any) -> Callable[[
             del controller.blocks[seen:]   # reported in the evaluated text itself
 
     shell.user_expressions = guarded_expressions
-    handlers = getattr(kernel, "control_handlers", {})
-    for name in _MACHINERY_EXEMPT:
-        if name in handlers:
-            handlers[name] = controller.exempt(handlers[name])
     return guarded_expressions
 
 

@@ -41,8 +41,6 @@ _CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pth", ".so", ".pyd", ".ipynb"
 _CONFIG_NAMES = ("matplotlibrc",)
 _CONFIG_PREFIXES = ("jupyter_", "ipython_", "jupyter-")
 _HELPER_MODULE = "_taskweaver_lab_kernel"
-# Kernel threads that run no user code of their own; their messages that must not be guarded.
-_MACHINERY_EXEMPT = ("debug_request", "usage_request", "interrupt_request", "shutdown_request")
 
 
 def _blocked(event: str, detail: Any) -> PermissionError:
