@@ -127,8 +127,9 @@ class TaskWeaverLab(Configurable):
     trace_dir = Unicode("", help="Folder of per-session JSONL traces (LLM calls, verification, execution; never "
                                  "prompts or keys). Empty: off.").tag(config=True)
     usage_log = Unicode("", help="File to which each finished turn appends one JSON line (user, time, path, calls, "
-                                 "prompt/completion tokens, models, state) for the admin: e.g. one per user server "
-                                 "on JupyterHub. Empty: off. Never prompts or keys.").tag(config=True)
+                                 "prompt/completion tokens, models, state) for the admin; '{user}' in the path is the "
+                                 "server's user (JUPYTERHUB_USER, else the OS account), e.g. "
+                                 "/var/log/taskweaver/{user}.jsonl. Empty: off. Never prompts or keys.").tag(config=True)
     trace_otel = Bool(False, help="Also emit OpenTelemetry spans (when the opentelemetry packages are installed; "
                                   "configure the exporter with the usual OTEL_* setup).").tag(config=True)
 

@@ -17,13 +17,13 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 @pytest.fixture
 def usage_file(tmp_path: Path) -> Path:
-    return tmp_path / "admin" / "taskweaver-usage.jsonl"  # outside the user's root dir; its folder does not exist yet
+    return tmp_path / "admin" / "alice.jsonl"  # outside the user's root dir; its folder does not exist yet
 
 
 @pytest.fixture
 def jp_server_config(llm_server: Any, usage_file: Path) -> dict[str, Any]:
     return server_config(llm_server.base_url, allowed_models=["planner", "coder"], allow_user_base_url=False,
-                         usage_log=str(usage_file))
+                         usage_log=str(usage_file.parent / "{user}.jsonl"))
 
 
 async def test_locked_models_and_endpoint_are_refused_and_usage_is_logged(

@@ -30,12 +30,17 @@ def server_user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
+def _safe(name: str) -> str:
+    """A user name as one file-name part (no folders, no dot-dot)."""
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name).lstrip(".") or "unknown"
+
+
 class UsageLog:
     """Appends one line per finished turn to ``path`` (its folder is made when missing)."""
 
     def __init__(self, path: str, user: str | None = None) -> None:
-        self.path = Path(path).expanduser()
         self.user = user or server_user()
+        self.path = Path(path.replace("{user}", _safe(self.user))).expanduser()  # e.g. /var/log/taskweaver/{user}.jsonl
         self._lock = threading.Lock()
 
     def line(self, turn: Any, request: Any, last: dict[str, Any], models: dict[str, str]) -> dict[str, Any]:
