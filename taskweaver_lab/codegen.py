@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 from .llm import LLM, CallContext
 from .prompts import code_messages
-from .replies import ReplyParseError, ask_parsed, extract_json_object, strip_think
+from .replies import ReplyParseError, ask_within_context, extract_json_object, strip_think
 from .steps import Draft, Plan
 
 _CODE_BLOCK = re.compile(r"```[ \t]*(python|py|ipython|python3)?[ \t]*\n(.*?)(```|\Z)", re.S | re.I)
@@ -87,11 +87,12 @@ class CodeGenerator:
               attempt: int, ctx: CallContext) -> Draft:
         # Chosen by the request alone: the same functions the Planner was shown, and the same for every step of
         # the round (a stable prompt prefix). The data preview also looks at the task (it may name a file).
-        messages = code_messages(task, request, variables, self.plugins_text(request), feedback, self.examples(request),
-                                 self.look(f"{request}\n{task.message}"))
+        plugins, examples, look = self.plugins_text(request), self.examples(request), self.look(f"{request}\n{task.message}")
         # After a reply without code, constrain the next one to TaskWeaver's JSON form with python content
         # (where the endpoint supports json_schema): small models otherwise repeat their prose.
         forced = bool(feedback) and feedback[-1][0].reply_type == "text"
-        return ask_parsed(self.llm, "code_generator", messages,
-                          lambda text: parse_draft(text, attempt, task.current_step, task.round),
-                          "one short sentence and one complete ```python block", ctx, CODE_SCHEMA if forced else None)
+        return ask_within_context(
+            self.llm, "code_generator",
+            lambda short: code_messages(task, request, variables, plugins, feedback, examples, look, short),
+            lambda text: parse_draft(text, attempt, task.current_step, task.round),
+            "one short sentence and one complete ```python block", ctx, CODE_SCHEMA if forced else None)

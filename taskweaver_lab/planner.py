@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 from . import grounding, stall
 from .llm import LLM, CallContext
 from .prompts import planner_messages
-from .replies import ReplyParseError, ask_parsed, extract_json_object
+from .replies import ReplyParseError, ask_within_context, extract_json_object
 from .steps import STOP_REASONS, Plan, Step, UserMessage
 
 
@@ -84,7 +84,7 @@ class Planner:
 
         A reply that would go round in circles (``stall.problem``) gets one corrective re-ask."""
         query = next((s.text for s in reversed(history) if isinstance(s, UserMessage)), "")
-        messages = planner_messages(history, self.capabilities(query), self.examples(query))
+        capabilities, examples = self.capabilities(query), self.examples(query)
         nudged: list[bool] = []
 
         def parse(text: str) -> Plan:
@@ -95,7 +95,8 @@ class Planner:
                 raise ReplyParseError(problem)
             return plan
 
-        return ask_parsed(self.llm, "planner", messages, parse, "one JSON object", ctx, PLAN_SCHEMA)
+        return ask_within_context(self.llm, "planner", lambda short: planner_messages(history, capabilities, examples, short),
+                                  parse, "one JSON object", ctx, PLAN_SCHEMA)
 
 
 def _ungrounded(plan: Plan, history: Sequence[Step]) -> str:

@@ -61,22 +61,27 @@ def _system_messages(role: str, functions_intro: str, functions: str, examples: 
     return chosen + [{"role": "system", "content": label + render_example(example)} for example in examples]
 
 
-def planner_messages(history: Sequence[Step], capabilities: str, examples: Sequence[Any] = ()) -> Messages:
+def planner_messages(history: Sequence[Step], capabilities: str, examples: Sequence[Any] = (),
+                     short: bool = False) -> Messages:
     """Static template, then one short summary per finished round (append-only, bounded), then this request's
     functions and examples, then the current round in full.
 
     That order keeps the prompt's prefix identical from call to call (a provider's prompt cache hits on it)
     and its size bounded however long the session: a finished round is summarized once and never rewritten;
-    the oldest summaries go in chunks (the notebook keeps them all)."""
+    the oldest summaries go in chunks (the notebook keeps them all).
+
+    ``short`` (after the endpoint said the prompt is too long): no summaries, no examples, and of the current
+    round only the last two execution reports in full."""
     rounds = split_rounds(history)
     finished, current = rounds[:-1], rounds[-1] if rounds else []
     messages = [{"role": "system", "content": template("planner")}]
-    dropped = len(finished) - _kept_summaries(len(finished))
+    dropped = len(finished) if short else len(finished) - _kept_summaries(len(finished))
     if dropped:
         messages.append({"role": "user", "content": f"({dropped} earlier rounds are in the notebook, not shown here.)"})
     messages.extend({"role": "user", "content": round_summary(steps)} for steps in finished[dropped:])
-    messages.extend(_system_messages("planner", "The CodeInterpreter can also call these functions:", capabilities, examples))
-    messages.extend(_round_messages(current))
+    messages.extend(_system_messages("planner", "The CodeInterpreter can also call these functions:", capabilities,
+                                     () if short else examples))
+    messages.extend(_round_messages(current, keep_reports=2 if short else None))
     return messages
 
 
@@ -133,10 +138,16 @@ def _asked_back(rounds: list[list[Step]]) -> bool:
     return isinstance(last, Answer) and last.is_question
 
 
-def _round_messages(steps: Sequence[Step]) -> Messages:
+def _round_messages(steps: Sequence[Step], keep_reports: int | None = None) -> Messages:
+    """The current round in full; with ``keep_reports``, only that many of the latest execution reports."""
     out: Messages = []
     plan: Plan | None = None
+    runs = [s for s in steps if isinstance(s, Execution)]
+    left_out = set(map(id, runs[:-keep_reports])) if keep_reports else set()
     for step in steps:
+        if id(step) in left_out:
+            out.append({"role": "user", "content": f"CodeInterpreter (step {step.step}): report left out to save space."})
+            continue
         if isinstance(step, UserMessage):
             out.append({"role": "user", "content": f"User: {step.text}"})
         elif isinstance(step, Plan):
@@ -149,13 +160,16 @@ def _round_messages(steps: Sequence[Step]) -> Messages:
 
 def code_messages(task: Plan, request: str, variables: str, plugins_text: str,
                   feedback: Sequence[tuple[Draft, str]] = (), examples: Sequence[Any] = (),
-                  data_preview: str = "") -> Messages:
+                  data_preview: str = "", short: bool = False) -> Messages:
     """Messages for one Code Generator attempt; ``feedback`` holds earlier drafts and what went wrong.
 
     Order, for the prompt cache: the static template; the functions and examples chosen for the request; the
     data preview (``preview.py``, already a <data> block) and the request, the same for every step of a round;
     then what changes from step to step (the kernel's variables, the task) and the attempts so far. The preview
-    comes first of the request's part: the same files give the same preview from one request to the next."""
+    comes first of the request's part: the same files give the same preview from one request to the next.
+    ``short`` (after the endpoint said the prompt is too long): no examples, only the last attempt."""
+    if short:
+        examples, feedback, variables = (), feedback[-1:], _clip_list(variables, VARIABLES_CHARS // 3)
     messages = [{"role": "system", "content": template("code_generator")}]
     messages += _system_messages("code_generator", "These functions are already defined in the kernel "
                                  "(call them, never import them):", plugins_text, examples)

@@ -5,9 +5,9 @@ import json
 import re
 from typing import Any, Callable, TypeVar
 
-from .llm import LLM, CallContext, Messages
+from .llm import LLM, CallContext, ContextTooLong, Messages
 from .prompts import corrective_message
-from .steps import Role, TaskWeaverLabError
+from .steps import Notice, Role, TaskWeaverLabError
 
 T = TypeVar("T")
 
@@ -58,3 +58,16 @@ def ask_parsed(llm: LLM, role: Role, messages: Messages, parse: Callable[[str], 
             who = "Planner" if role == "planner" else "Code Generator"
             raise TaskWeaverLabError(f"The {who}'s reply could not be understood twice ({second}). "
                                      f"Try again, or configure a stronger {role}_model.") from second
+
+
+def ask_within_context(llm: LLM, role: Role, build: Callable[[bool], Messages], parse: Callable[[str], T], form: str,
+                       ctx: CallContext, schema: dict[str, Any] | None = None) -> T:
+    """``ask_parsed`` over ``build(False)``; when that prompt does not fit the model's context, once more over the
+    shortened ``build(True)`` (older rounds, examples and earlier attempts left out). A second overflow is the
+    endpoint's clear ContextTooLong message."""
+    try:
+        return ask_parsed(llm, role, build(False), parse, form, ctx, schema)
+    except ContextTooLong:
+        ctx.emit(Notice("warning", "The prompt did not fit the model's context; asking again with a shorter history "
+                                   "(older rounds and earlier attempts left out)."))
+        return ask_parsed(llm, role, build(True), parse, form, ctx, schema)
