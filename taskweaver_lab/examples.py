@@ -244,6 +244,12 @@ def _code_posts(user: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
     posts: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None  # the CodeInterpreter post of the latest draft
     for step in steps:
+        if isinstance(step, Execution) and step.code and _reply_content(current) != step.code:
+            # a history or record holds the code that ran, not its draft (drafts are only streamed)
+            if not posts:
+                posts.append(_post(user, "Planner", "CodeInterpreter", []))
+            current = _post(step.code, "CodeInterpreter", "Planner", [("reply_type", "python"), ("reply_content", step.code)])
+            posts.append(current)
         if isinstance(step, Plan) and step.send_to == "CodeInterpreter":
             posts.append(_post(step.message, "Planner", "CodeInterpreter", []))
         elif isinstance(step, Draft):
@@ -261,6 +267,10 @@ def _code_posts(user: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
             current["attachment_list"] += [{"type": "execution_status", "content": "SUCCESS" if step.ok else "FAILURE"},
                                            {"type": "execution_result", "content": _result_text(step)}]
     return posts
+
+
+def _reply_content(post: dict[str, Any] | None) -> str:
+    return next((a["content"] for a in (post or {}).get("attachment_list", []) if a["type"] == "reply_content"), "")
 
 
 class _BlockDumper(yaml.SafeDumper):

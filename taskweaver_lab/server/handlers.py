@@ -333,7 +333,10 @@ TURN_ID = r"(?P<turn_id>[0-9a-f]{6,32})"
 
 def routes() -> list[tuple[str, type]]:
     """URL patterns relative to the server's base_url."""
+    from .save_example import SaveExampleHandler  # it builds on BaseHandler
+
     return [
+        (f"{NAMESPACE}/examples", SaveExampleHandler),
         (f"{NAMESPACE}/status", StatusHandler),
         (f"{NAMESPACE}/sessions", SessionsHandler),
         (f"{NAMESPACE}/turns", TurnsHandler),
