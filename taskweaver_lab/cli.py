@@ -108,7 +108,6 @@ def _print_event(step: Step) -> None:
 
 
 def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from .plugins import note_kernel_setup
     from .session import TaskWeaverApp
 
     app = TaskWeaverApp(config=overrides)
@@ -116,10 +115,7 @@ def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         print(f"warning: {problem}", file=sys.stderr)
     progress = lambda step: step.level == "info" and print(f"taskweaver: {step.text}", file=sys.stderr, flush=True)  # noqa: E731
     with app.create_session(notebook=args.notebook, new=args.new, on_event=progress) as session:
-        # plugins whose file raised in the kernel: said here, and left out of every prompt
-        for problem in note_kernel_setup(app.plugins, session.executor.state.setup_messages):
-            print(f"warning: {problem}", file=sys.stderr)
-        for notice in session.setup_notices:
+        for notice in session.setup_notices:  # e.g. a plugin that raised on import in the kernel (out of every prompt)
             print(f"warning: {notice.text}", file=sys.stderr)
         for message in args.message:
             answer = session.chat(message, on_event=_print_event if args.json else None)

@@ -27,7 +27,7 @@ from .kernel import Executor, printed_result, start_kernel
 from .llm import LLM, Cancelled, UserChoices
 from .notebook import FileRecorder, RecordHistory, Recorder, cell_for, read_history, read_notebook
 from .planner import Planner
-from .plugins import PluginSpec, load_plugins, select_plugins
+from .plugins import PluginSpec, load_plugins, select_plugins, set_up_kernel
 from .preview import DataLook
 from .prompts import split_rounds
 from .resume import KERNEL_RENEWED, record_notices, renew_kernel, replay
@@ -176,7 +176,8 @@ class Session:
 
     def setup_kernel(self, replay_notebook: Path | None = None) -> None:
         """Helper, guard and plugins into the kernel (once); optionally re-run a resumed notebook's cells."""
-        self.executor.setup(self.app.plugins, self.config.guard)
+        for problem in set_up_kernel(self.executor, self.app.plugins, self.config.guard):
+            self._setup_notice("warning", problem)  # a plugin that raised on import: said, and out of every prompt
         if replay_notebook is not None:
             replay(read_notebook(replay_notebook), self.executor, self.policy(), self.config.resume_timeout,
                    self.config.execution_timeout, self._setup_notice, replay_notebook.name)

@@ -182,3 +182,21 @@ async def test_server_status_and_chat_report_both_and_a_fixed_file_is_loaded_aga
     status = as_json(await jp_fetch(NS, "status"))
     assert not any("raises_on_import" in e or "swapped" in e for e in status["load_errors"]), status["load_errors"]
     ws.close()
+
+
+def test_the_python_api_reports_a_plugin_that_raised_and_keeps_it_out_of_prompts(
+        llm_server: ScriptedLLMServer, workspace: Path) -> None:
+    from taskweaver_lab import TaskWeaverApp
+
+    from conftest import agent_config
+
+    broken_plugins(workspace / "plugins")
+    llm_server.add("planner", plan_reply("Count to three."), plan_reply("3.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply("print(3)"))
+    app = TaskWeaverApp(config=agent_config(llm_server, plugin_dirs=[str(workspace / "plugins")], max_plugins_in_prompt=20))
+    with app.create_session(notebook=workspace / "api.ipynb") as session:
+        warnings = [n.text for n in session.setup_notices]
+        session.chat("count the widgets of the warehouse")
+    assert any("raises_on_import" in w and "not offered to the LLM" in w for w in warnings), warnings
+    prompts = json.dumps([r["messages"] for r in llm_server.requests])
+    assert "fits(" in prompts and "raises_on_import(" not in prompts
