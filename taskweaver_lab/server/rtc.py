@@ -54,18 +54,14 @@ class AnchoredFileRecorder(FileRecorder):
             # in the file (the file recorder of the CLI batches them with the next step)
             super().add_cell(cell)
             return self.flush()
-        if self.gone():
-            return
-        if self.path.exists():
-            try:
-                self.nb = nbformat.read(self.path, as_version=4)
-            except (json.JSONDecodeError, nbformat.reader.NotJSONError):
-                pass  # mid-write by another writer: keep ours
-        index = index_after((c.get("id") for c in self.nb.cells), self.anchor)
         node = nbformat.from_dict(plain(cell))
-        self.nb.cells.insert(len(self.nb.cells) if index is None else index, node)
+
+        def place(nb: Any) -> None:  # below the anchor, in the file as another writer may have left it
+            index = index_after((c.get("id") for c in nb.cells), self.anchor)
+            nb.cells.insert(len(nb.cells) if index is None else index, node)
+
+        self.update(place)  # under the cross-process lock (record_io.py)
         self.anchor = node.get("id", self.anchor)
-        self.write()
 
 
 class NotebookGone(Exception):
