@@ -162,7 +162,7 @@ def build(source: Path, home: Path, generator: str, say: Say) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     configure = ["cmake", "-S", str(source), "-B", str(folder), "-G", generator, *cmake_options()]
     compile_ = ["cmake", "--build", str(folder), "--target", "llama-server", "-j", str(cpu_count())]
-    say(f"building llama.cpp's llama-server for a portable CPU (one time, 5-20 minutes); log: {log}")
+    say(f"building llama.cpp's llama-server for a portable CPU (one time, 5-30 minutes); log: {log}")
     started = time.monotonic()
     with log.open("w") as out:
         for cmd in (configure, compile_):
