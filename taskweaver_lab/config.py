@@ -164,9 +164,14 @@ class TaskWeaverLab(Configurable):
     def model_for(self, role: str) -> str:
         return {"planner": self.planner_model, "code_generator": self.code_generator_model}.get(role) or self.model
 
+    @property
+    def endpoint_configured(self) -> bool:
+        """An LLM endpoint is set: a base URL, an API key (OpenAI's default URL), or an Azure OpenAI resource."""
+        return bool(self.base_url or self.api_key or self.azure_endpoint)
+
     def check_endpoint(self) -> None:
         """Raise the first-run message when no LLM endpoint is configured."""
-        if not self.base_url and not self.api_key:
+        if not self.endpoint_configured:
             raise TaskWeaverLabError(NO_ENDPOINT_HELP)
 
 

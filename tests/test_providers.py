@@ -168,3 +168,17 @@ def test_connection_to_azure_and_to_a_dead_endpoint() -> None:
     dead = test_connection(make_config({"base_url": "http://127.0.0.1:9/v1", "api_key": API_KEY, "llm_retries": 0}))
     assert not dead["ok"] and dead["error"].startswith("Cannot get a reply from the LLM endpoint http://127.0.0.1:9/v1")
     assert dead["models_error"] and API_KEY not in str(dead)
+
+
+def test_an_azure_resource_alone_counts_as_a_configured_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's status and its turn check use this: a key only in AZURE_OPENAI_API_KEY is not 'not configured'."""
+    from taskweaver_lab.config import make_config
+    from taskweaver_lab.steps import TaskWeaverLabError
+
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TaskWeaverLabError, match="No LLM endpoint is configured"):
+        make_config({}).check_endpoint()
+    azure = make_config({"azure_endpoint": "https://example.openai.azure.com"})
+    assert azure.endpoint_configured
+    azure.check_endpoint()

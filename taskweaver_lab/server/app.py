@@ -97,7 +97,7 @@ class TaskWeaverLabExtension(ExtensionApp):
 
     @property
     def configured(self) -> bool:
-        return bool(self.config_section.base_url or self.config_section.api_key)
+        return self.config_section.endpoint_configured
 
     def ydoc(self) -> Any | None:
         """The collaboration extension when it is loaded and RTC is on (looked up late: load order varies).

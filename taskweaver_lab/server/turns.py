@@ -171,7 +171,7 @@ class TurnManager:
     def _check_request(self, request: TurnRequest) -> None:
         if not request.message.strip():
             raise TurnError(400, "The message is empty.")
-        if not (self.app.config.base_url or self.app.config.api_key or request.choices.base_url):
+        if not (self.app.config.endpoint_configured or request.choices.base_url):
             raise TurnError(412, NO_ENDPOINT_HELP + (SETTINGS_HINT if self.app.config.allow_user_base_url else ""))
         running = self.active.get(request.path)
         if running is not None:
