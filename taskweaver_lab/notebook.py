@@ -30,7 +30,10 @@ class Recorder(Protocol):
 
 
 def plan_markdown(plan: Plan) -> str:
-    lines = [f"**Plan** · step {plan.current_step} of {len(plan.plan)}"]
+    total = len(plan.plan)
+    # A small Planner may count past its plan (a retry, a stall): the record never says "step 2 of 1".
+    lines = [f"**Plan** · step {plan.current_step} of {total}" if plan.current_step <= total
+             else f"**Plan** · all {total} step{'s' if total != 1 else ''} done, more work asked for"]
     for number, text in enumerate(plan.plan, 1):
         mark = "✔" if number < plan.current_step else ("▶" if number == plan.current_step else "○")
         lines.append(f"{number}. {mark} {text}")

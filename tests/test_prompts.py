@@ -97,3 +97,12 @@ def test_a_context_length_error_is_answered_with_a_shorter_history(workspace) ->
     assert len(planner) == 14
     assert all("Earlier round 5." in p for p in planner[10::2])
     assert all("Earlier round" not in p and "5 earlier rounds are in the notebook" in p for p in planner[11::2])
+
+
+def test_the_records_plan_cell_never_counts_past_the_plan() -> None:
+    from taskweaver_lab.notebook import plan_markdown
+
+    plan = Plan(message="Chart it.", send_to="CodeInterpreter", plan=("Load", "Chart"), current_step=2, round=1)
+    assert plan_markdown(plan).splitlines()[:3] == ["**Plan** · step 2 of 2", "1. ✔ Load", "2. ▶ Chart"]
+    past = Plan(message="Chart it again.", send_to="CodeInterpreter", plan=("Chart",), current_step=2, round=1)
+    assert plan_markdown(past).splitlines()[:2] == ["**Plan** · all 1 step done, more work asked for", "1. ✔ Chart"]
