@@ -16,6 +16,12 @@ import type {
 
 export class ApiError extends Error {}
 
+/** `POST examples`: the API paths of the example files written, and their folder. */
+export interface ISavedExample {
+  saved: string[];
+  folder: string;
+}
+
 export class TaskWeaverApi {
   constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
 
@@ -38,6 +44,11 @@ export class TaskWeaverApi {
   approve(turnId: string, action: ApprovalAction, code?: string): Promise<unknown> {
     const body = code === undefined ? { action } : { action, code };
     return this.request(`turns/${encodeURIComponent(turnId)}/approve`, 'POST', body);
+  }
+
+  /** Saves the round of `path` whose user message is `message` as TaskWeaver example YAMLs (next to the notebook). */
+  saveExample(path: string, message: string): Promise<ISavedExample> {
+    return this.request<ISavedExample>('examples', 'POST', { path, message });
   }
 
   /** The events of every turn on `path` (sidebar and magic), reconnecting until disposed. */

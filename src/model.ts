@@ -145,6 +145,12 @@ export class ChatModel implements ITaskWeaverChat {
     }
   }
 
+  /** "Save as example" under an answer: the files written, or throws the server's one-sentence refusal. */
+  async saveExample(turn: ITurn): Promise<string[]> {
+    const saved = await this.api.saveExample(this.path, turn.userText);
+    return saved.saved;
+  }
+
   /** Scrolls this notebook to the generated cell that computed a figure and selects it; false when it is gone. */
   showCell(target: ICellTarget): Promise<boolean> {
     return this.host.showCell(this.path, target);

@@ -144,7 +144,14 @@ function ItemView(props: ItemViewProps): JSX.Element {
           session={turn.sessionId}
           rendermime={props.rendermime}
           showCell={target => chat.showCell(target)}
-          footer={<UsageFooter turn={turn} />}
+          footer={
+            <>
+              {!isActive(turn) && turn.userText && !item.answer.is_question && (
+                <SaveExampleButton chat={chat} turn={turn} />
+              )}
+              <UsageFooter turn={turn} />
+            </>
+          }
         />
       );
     case 'notice':
@@ -171,5 +178,42 @@ function UsageFooter(props: { turn: ITurn }): JSX.Element | null {
       {usage.completion_tokens} out)
       {seconds !== null ? ` · ${seconds.toFixed(1)} s` : ''}
     </div>
+  );
+}
+
+/** "Save as example": the round as TaskWeaver example YAMLs next to the notebook; says where, or why not. */
+function SaveExampleButton(props: { chat: ChatModel; turn: ITurn }): JSX.Element {
+  const [state, setState] = React.useState<'idle' | 'saving' | 'saved' | 'failed'>('idle');
+  const [text, setText] = React.useState('');
+  const save = async () => {
+    setState('saving');
+    try {
+      const saved = await props.chat.saveExample(props.turn);
+      setText(`Saved as ${saved.join(' and ')} (add that folder to example_dirs to use it).`);
+      setState('saved');
+    } catch (error) {
+      setText(error instanceof Error ? error.message : String(error));
+      setState('failed');
+    }
+  };
+  return (
+    <>
+      <button
+        className="jp-mod-styled jp-TaskWeaver-saveExample"
+        title="Save this round as a TaskWeaver example (planner and code YAML next to the notebook)"
+        disabled={state === 'saving'}
+        onClick={() => void save()}
+      >
+        {state === 'saving' ? 'Saving…' : 'Save as example'}
+      </button>
+      {text && (
+        <span
+          className={state === 'failed' ? 'jp-TaskWeaver-error' : 'jp-TaskWeaver-saved'}
+          role="status"
+        >
+          {text}
+        </span>
+      )}
+    </>
   );
 }
