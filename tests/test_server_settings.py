@@ -100,3 +100,35 @@ async def test_settings_the_admin_does_not_allow_are_refused(
     shown = as_json(await jp_fetch(NS, "status"))  # what the sidebar learns of these limits
     assert shown["allowed_models"] == ["planner", "coder"] and shown["user_base_url"] is allowed
 
+
+
+async def test_a_magic_turn_uses_the_endpoint_the_user_saved_in_settings(
+        jp_serverapp: Any, jp_fetch: Any, jp_ws_fetch: Any, jp_root_dir: Any, llm_server: ScriptedLLMServer,
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """%%taskweaver turns come from the kernel, which never sees Settings > TaskWeaver: the server reads the saved
+    settings file, and the admin's limits apply as for the sidebar."""
+    import json
+
+    from server_support import signed, start_turn, watched_notebook
+
+    _, kernel_id, ws = await watched_notebook(jp_serverapp, jp_fetch, jp_ws_fetch, jp_root_dir)
+    ext = await started(jp_serverapp)
+    settings = tmp_path / "user-settings" / "taskweaver_lab" / "plugin.jupyterlab-settings"
+    settings.parent.mkdir(parents=True)
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "user-settings"))
+    with ScriptedLLMServer() as own:
+        settings.write_text(json.dumps({"baseUrl": own.base_url, "plannerModel": "", "approval": "auto"}))
+        script_one_step(own, "v = 5", "Five, from your own endpoint.")
+        await start_turn(jp_fetch, jp_serverapp, kernel_id, "compute", origin="magic")
+        envelopes = await read_until(ws, turn_ended)
+        assert envelopes[-2]["event"]["text"] == "Five, from your own endpoint."
+        assert len(own.requests) == 3 and llm_server.requests == []
+        assert API_KEY not in "".join(own.authorizations)
+
+        ext.config_section.allow_user_base_url = False  # the admin's lock holds for magic turns too
+        key = jp_serverapp.kernel_manager.get_kernel(kernel_id).session.key
+        body = json.dumps({"message": "again", "cell_id": "none"})
+        url_path = f"{jp_serverapp.base_url}{NS}/kernel/turns"
+        refused = await jp_fetch(NS, "kernel", "turns", method="POST", body=body, raise_error=False,
+                                 headers={"Authorization": "", **signed(key, kernel_id, "POST", url_path, body)})
+        assert refused.code == 403 and "own LLM endpoint" in as_json(refused)["error"]

@@ -26,6 +26,7 @@ from ..config import TaskWeaverLab
 from ..llm import UserChoices
 from .gateway_kernel import GATEWAY_MAGIC, is_gateway
 from .turns import TurnError, TurnManager, TurnRequest
+from .user_settings import saved_overrides
 
 AUTH_RESOURCE = "kernels"  # a turn runs code in a kernel: the same permission as running a cell
 NAMESPACE = "taskweaver_lab"
@@ -294,7 +295,9 @@ class KernelTurnsHandler(KernelHandler):
         request = TurnRequest(path=self.notebook_path, kernel_id=self.kernel_id, message=text_field(data, "message"),
                               approval=approval_field(data, self.extensionapp.config_section.approval),
                               origin="magic", after_cell_id=cell_id if isinstance(cell_id, str) and cell_id else None,
-                              new=bool(data.get("new")), plugins_only=bool(data.get("plugins_only")))
+                              new=bool(data.get("new")), plugins_only=bool(data.get("plugins_only")),
+                              # the kernel never sees Settings > TaskWeaver: the saved file, under the admin's limits
+                              choices=choices_field({"overrides": saved_overrides()}, self.extensionapp.config_section))
         turn = await turns.start(request)
         self.set_status(202)
         self.finish({**turn.accepted(), "path": self.notebook_path})
