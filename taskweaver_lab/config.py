@@ -111,6 +111,18 @@ class TaskWeaverLab(Configurable):
     guard = Bool(True, help="Install the runtime audit-hook guard in the kernel.").tag(config=True)
     scrub_env = List(Unicode(), DEFAULT_SCRUB_ENV, help="Env names (fnmatch patterns) removed from kernels.").tag(config=True)
     sandbox = Enum(["none", "landlock"], "none", help="Run agent kernels under an OS sandbox.").tag(config=True)
+    auto_install = Bool(
+        False, help="When generated code fails with ModuleNotFoundError for a package in auto_install_packages, the "
+                    "server (never the kernel) pip-installs it into the kernel's Python and runs the step again; the "
+                    "chat and the record say so. Off by default.",
+    ).tag(config=True)
+    auto_install_packages = List(
+        Unicode(), help="What auto_install may install: 'name' (module and pip package alike) or 'module=requirement', "
+                        "e.g. ['tabulate', 'sklearn=scikit-learn', 'yaml=PyYAML==6.0.2']. Empty: nothing.",
+    ).tag(config=True)
+    auto_install_pip_args = List(
+        Unicode(), help="Extra pip arguments of auto_install, e.g. ['--index-url', 'https://pypi.internal/simple'].",
+    ).tag(config=True)
 
     # --- Ecosystem: the Codegen backend, TaskWeaver projects, tracing (issues 14, 15) ---
     code_generator_backend = Enum(

@@ -34,6 +34,8 @@ from ..session import RoundOptions, Session, TaskWeaverApp
 from ..steps import Draft, Notice, Step, TaskWeaverLabError, Usage, Verdict
 from .rtc import AnchoredFileRecorder, RTCRecorder, plain
 from .server_kernel import ServerKernel, ServerKernelExecutor, attach_executor
+from ..auto_install import enable as enable_auto_install
+from .gateway_kernel import is_gateway
 
 log = logging.getLogger("taskweaver_lab.turns")
 Envelope = dict[str, Any]
@@ -235,6 +237,8 @@ class TurnManager:
     def _new_session(self, request: TurnRequest, os_path: str, kernel: ServerKernel,
                      entry: NotebookSession | None) -> NotebookSession:
         executor = attach_executor(kernel, str(Path(os_path).parent), self.app)
+        if not is_gateway(kernel.kernel_manager):  # auto_install (opt-in); a gateway's kernels live elsewhere
+            enable_auto_install(executor, self.app.config, list(getattr(kernel.manager.kernel_spec, "argv", None) or []))
         carry_over = entry.session if entry is not None and not request.new else None
         if entry is not None:
             entry.session.close()
