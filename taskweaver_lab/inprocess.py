@@ -166,7 +166,7 @@ class InProcessExecutor:
             self._interrupted.clear()
             timed_out = self._run(code, agent, timeout, outputs)
         report = self._report() if agent else {}
-        self.state.remember(report)
+        self.state.remember(report, self.redact)
         outputs = cap_outputs(outputs, self.output_limit, self.redact)
         execution = finish_execution(code, outputs, report, redact=self.redact, summary_chars=self.summary_chars,
                                      started=started, timed_out=timed_out, timeout=timeout,

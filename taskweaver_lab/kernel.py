@@ -54,10 +54,12 @@ class KernelState:
     variables: str = ""                           # "name: description; ..." for the prompt
     setup_messages: list[str] = field(default_factory=list)  # what kernel setup printed (a plugin that failed...)
 
-    def remember(self, report: dict[str, Any]) -> None:
+    def remember(self, report: dict[str, Any], redact: Callable[[str], str] = lambda text: text) -> None:
+        """Take in a kernel report; the variables line goes to prompts, so known secret values are redacted
+        (a key held in a variable, say) as in every output the session sees."""
         if report:
             self.user_names = frozenset(report.get("user_names", ()))
-            self.variables = "; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items())
+            self.variables = redact("; ".join(f"{n}: {d}" for n, d in report.get("variables", {}).items()))
 
 
 class Executor(Protocol):
@@ -276,7 +278,7 @@ class KernelExecutor:
             # ipykernel evaluates user_expressions only after a successful cell: ask again with an
             # empty silent request, or the namespace rule would forget the user's names after an error.
             report = self._read_report(self._run("", False, 30, True, expressions, subshell=subshell)[0])
-        self.state.remember(report)
+        self.state.remember(report, self.redact)
         return finish_execution(code, outputs, report, redact=self.redact, summary_chars=self.summary_chars,
                                 started=started, timed_out=timed_out, timeout=timeout,
                                 interrupted=self._interrupted.is_set(), reply_ok=reply.get("status") == "ok",

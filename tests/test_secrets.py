@@ -1,6 +1,8 @@
 """Secrets: scrubbed kernel environments and redacted outputs."""
 from __future__ import annotations
 
+import json
+
 from taskweaver_lab.config import DEFAULT_SCRUB_ENV
 from taskweaver_lab.secrets import REDACTED, redact, scrubbed_env
 
@@ -35,3 +37,23 @@ def test_redact_leaves_ordinary_analysis_output_alone() -> None:
 
 def test_short_known_secrets_are_ignored_to_avoid_redacting_words() -> None:
     assert redact("the value is abc", ["abc"]) == "the value is abc"
+
+
+def test_a_key_held_in_a_kernel_variable_never_reaches_the_variables_line_of_a_prompt(llm_server, workspace) -> None:
+    """The configured key, in a shape the kernel cannot recognize as a credential, stored in a variable by
+    code: the next Code Generator prompt lists the variable without the value."""
+    from taskweaver_lab import TaskWeaverApp
+    from taskweaver_lab.testing import code_reply, plan_reply
+
+    from conftest import agent_config
+
+    key = "plainwords-like-a-passphrase-417"
+    plan = ["Keep the phrase", "Count the rows of sales.csv"]
+    llm_server.add("planner", plan_reply("Keep the phrase.", plan=plan), plan_reply("Count the rows.", plan=plan, step=2),
+                   plan_reply("Done.", send_to="User", stop="Completed"))
+    llm_server.add("coder", code_reply(f"kept_phrase = {key!r}"), code_reply("import pandas as pd\nlen(pd.read_csv('sales.csv'))"))
+    with TaskWeaverApp(config=agent_config(llm_server, api_key=key)).create_session(notebook=workspace / "k.ipynb") as session:
+        session.chat("keep it, then count")
+    second = llm_server.calls("coder")[1]["messages"][-1]["content"]
+    assert "kept_phrase" in second and key not in second
+    assert key not in json.dumps(llm_server.requests)
