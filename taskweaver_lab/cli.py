@@ -83,13 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-m", "--message", action="append", required=True, help="one user round (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON event per line")
     run.add_argument("--new", action="store_true", help="start a new session instead of resuming the notebook's")
+    run.add_argument("--config", metavar="FILE", help="a jupyter_taskweaver_config.py/.json to load (one in the working "
+                                                      "folder is never loaded by itself: generated code can write there)")
     save = sub.add_parser("save-example", help="save a finished round of a notebook's record as an example YAML")
     save.add_argument("notebook")
     save.add_argument("output")
     save.add_argument("--role", choices=["planner", "code_generator"], default="planner")
     save.add_argument("--round", type=int, action="append", help="round number(s) to save (default: the last)")
     sub.add_parser("config", help="print every TaskWeaverLab setting with its help and default, as a config file "
-                                  "(jupyter taskweaver config > jupyter_taskweaver_config.py)")
+                                  "(jupyter taskweaver config > ~/.jupyter/jupyter_taskweaver_config.py)")
     spec = sub.add_parser("install-sandbox-kernelspec",
                           help="install the 'taskweaver-sandbox' kernelspec (Landlock + seccomp; its kernels need the "
                                "taskweaver_lab server extension, which starts them over IPC)")
@@ -108,9 +110,10 @@ def _print_event(step: Step) -> None:
 
 
 def run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from .config import load_config_files
     from .session import TaskWeaverApp
 
-    app = TaskWeaverApp(config=overrides)
+    app = TaskWeaverApp(config=overrides, traitlets_config=load_config_files(config_file=args.config))
     for problem in app.load_errors:
         print(f"warning: {problem}", file=sys.stderr)
     progress = lambda step: step.level == "info" and print(f"taskweaver: {step.text}", file=sys.stderr, flush=True)  # noqa: E731

@@ -137,3 +137,15 @@ def test_list_setting_literal_and_a_bad_one(workspace: Path) -> None:
         split_config_args(["--TaskWeaverLab.allowed_models=[1, oops]"])
     result = run_cli(workspace, "http://127.0.0.1:9/v1", "x.ipynb", "-m", "hi", "--TaskWeaverLab.plugin_dirs=['a', b]")
     assert result.returncode == 2 and "plugin_dirs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_config_file_in_the_working_folder_loads_only_when_named_with_config(llm_server, workspace: Path) -> None:
+    """Generated code can write the working folder: a config file there is never loaded by itself."""
+    (workspace / "jupyter_taskweaver_config.py").write_text('c.TaskWeaverLab.max_message_chars = 5\n')
+    llm_server.add("planner", plan_reply("Hi.", send_to="User", stop="Completed"))
+    unnamed = run_cli(workspace, llm_server.base_url, "a.ipynb", "-m", "hello there")
+    assert unnamed.returncode == 0 and "is not loaded" in unnamed.stderr, unnamed.stderr
+    named = run_cli(workspace, llm_server.base_url, "b.ipynb", "-m", "hello there", "--config", "jupyter_taskweaver_config.py")
+    assert named.returncode != 0 and "max_message_chars" in named.stderr and "Traceback" not in named.stderr, named.stderr
+    missing = run_cli(workspace, llm_server.base_url, "c.ipynb", "-m", "hi", "--config", "nowhere.py")
+    assert missing.returncode != 0 and "nowhere.py" in missing.stderr and "Traceback" not in missing.stderr
