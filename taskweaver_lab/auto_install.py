@@ -25,6 +25,8 @@ from .steps import Execution
 log = logging.getLogger("taskweaver_lab.auto_install")
 MISSING = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z_][A-Za-z0-9_.]*)'")
 PIP_TIMEOUT_S = 600.0
+NO_LOCAL_PYTHON = ("auto_install cannot install {requirement}: this kernel is not on the server's machine (a kernel "
+                   "gateway runs it), so install {requirement} in the gateway's kernel environment instead.")
 # Refreshes the kernel's import caches after an install (trusted setup code, not agent code).
 REFRESH = "import importlib as _twl_il; _twl_il.invalidate_caches(); del _twl_il"
 
@@ -51,6 +53,8 @@ def missing_module(execution: Execution) -> str:
 def kernel_python(argv: list[str]) -> str:
     """The interpreter of a kernelspec's argv, resolved as jupyter_client launches it."""
     first = argv[0] if argv else ""
+    if not first:
+        return ""  # no local kernelspec (a gateway's kernel): nothing here to install into
     if first in {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}:
         return sys.executable
     return shutil.which(first) or first
@@ -93,6 +97,8 @@ class AutoInstaller:
         if requirement is None:
             return _noted(execution, f"'{module}' is not installed and not in TaskWeaverLab.auto_install_packages, so it "
                                      "was not installed: ask your admin to add it, or install it yourself.")
+        if not self.python:
+            return _noted(execution, NO_LOCAL_PYTHON.format(requirement=requirement))
         log.info("auto_install: pip install %s into %s", requirement, self.python)
         ok, tail = self.install(self.python, requirement, self.pip_args)
         if not ok:

@@ -19,6 +19,7 @@ import pytest
 from conftest import API_KEY
 from server_support import (NS, as_json, kinds, post, read_until, script_one_step, server_config, started,
                             turn_ended, watched_notebook)
+from taskweaver_lab.auto_install import NO_LOCAL_PYTHON
 from taskweaver_lab.server.gateway_kernel import GATEWAY_MAGIC, GATEWAY_SANDBOX
 from taskweaver_lab.testing import code_reply, plan_reply
 
@@ -61,9 +62,20 @@ def gateway_url(tmp_path_factory: Any) -> Iterator[str]:
     log.close()
 
 
+@pytest.fixture(autouse=True)
+def fresh_gateway_client() -> Iterator[None]:
+    """GatewayClient is a process-wide singleton: no other test's server may see this module's gateway, or vice versa."""
+    from jupyter_server.gateway.gateway_client import GatewayClient
+
+    GatewayClient.clear_instance()
+    yield
+    GatewayClient.clear_instance()
+
+
 @pytest.fixture
 def extra_config() -> dict[str, Any]:
-    return {}
+    return {"auto_install": True, "auto_install_packages": ["twl_gw_missing"], "max_attempts": 1,
+            "allowed_modules": ["time", "twl_gw_missing"]}
 
 
 @pytest.fixture
@@ -115,6 +127,23 @@ async def test_turn_stop_and_record_through_a_kernel_gateway(
     ended = await read_until(ws, turn_ended, timeout=180)
     execution = next(e["event"] for e in ended if e["event"]["kind"] == "execution")
     assert execution["ok"] and execution["outputs"][0]["text"] == "43\n"
+
+    # Approval: the turn waits for the user's Run, then runs the approved code on the remote kernel.
+    script_one_step(llm_server, "print(answer * 2)", "84.")
+    turn_id = as_json(await post(jp_fetch, "turns", body={**body, "message": "double", "approval": "approve"}))["turn_id"]
+    waiting = await read_until(ws, lambda e: e["event"]["kind"] == "approval", timeout=180)
+    assert waiting[-1]["event"]["draft"]["code"] == "print(answer * 2)"
+    assert (await post(jp_fetch, "turns", turn_id, "approve", body={"action": "run"})).code == 200
+    ended = await read_until(ws, turn_ended, timeout=180)
+    execution = next(e["event"] for e in ended if e["event"]["kind"] == "execution")
+    assert execution["ok"] and execution["outputs"][0]["text"] == "84\n"
+
+    # auto_install cannot reach a gateway's kernel: the step says so instead of installing on the server's machine.
+    script_one_step(llm_server, "import twl_gw_missing", "Could not.")
+    assert (await post(jp_fetch, "turns", body={**body, "message": "use it"})).code == 202
+    ended = await read_until(ws, turn_ended, timeout=180)
+    execution = next(e["event"] for e in ended if e["event"]["kind"] == "execution")
+    assert not execution["ok"] and NO_LOCAL_PYTHON.format(requirement="twl_gw_missing") in execution["summary"]
 
     # %%taskweaver's kernel endpoint cannot check a gateway kernel's signature: one clear refusal.
     magic = await jp_fetch(NS, "kernel", "turns", method="POST", raise_error=False, headers={"Authorization": ""},

@@ -237,8 +237,9 @@ class TurnManager:
     def _new_session(self, request: TurnRequest, os_path: str, kernel: ServerKernel,
                      entry: NotebookSession | None) -> NotebookSession:
         executor = attach_executor(kernel, str(Path(os_path).parent), self.app)
-        if not is_gateway(kernel.kernel_manager):  # auto_install (opt-in); a gateway's kernels live elsewhere
-            enable_auto_install(executor, self.app.config, list(getattr(kernel.manager.kernel_spec, "argv", None) or []))
+        remote = is_gateway(kernel.kernel_manager)  # auto_install (opt-in) cannot reach a gateway's kernels: it says so
+        argv = [] if remote else list(getattr(kernel.manager.kernel_spec, "argv", None) or [])
+        enable_auto_install(executor, self.app.config, argv)
         carry_over = entry.session if entry is not None and not request.new else None
         if entry is not None:
             entry.session.close()
