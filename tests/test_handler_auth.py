@@ -85,3 +85,36 @@ async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp: Any
             assert response.code == 403, (pattern, verb, response.code, response.body)
             checked += 1
     assert checked == len(routes())  # one implemented verb per route today; new routes are covered automatically
+
+
+# --- server input (issue 11, class 9) ---------------------------------------------------------------------
+@pytest.mark.parametrize("timestamp", ["nan", "inf", "-inf", "1e10", " 1700000000", "１７００"])
+def test_a_kernel_signature_with_a_timestamp_that_is_not_whole_seconds_is_refused(timestamp: str) -> None:
+    from taskweaver_lab.kernel_auth import (SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, signature,
+                                            verify)
+
+    headers = {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature(b"k", timestamp, "POST", "/p", b"{}")}
+    with pytest.raises(SignatureError, match="malformed"):
+        verify(headers, b"k", "POST", ("/p",), b"{}")
+
+
+async def test_bad_bodies_and_huge_messages_are_refused_at_the_door(
+        jp_serverapp: Any, jp_fetch: Any, jp_root_dir: Path, llm_server: Any) -> None:
+    import json
+
+    from server_support import NS, as_json
+
+    await started(jp_serverapp)
+    notebook = make_notebook(jp_root_dir)
+    before = notebook.read_bytes()
+
+    async def turn(body: bytes) -> Any:
+        return await jp_fetch(NS, "turns", method="POST", body=body, raise_error=False)
+
+    not_utf8 = await turn(b'{"path": "nb.ipynb", "message": "\xff\xfe"}')
+    too_big = await turn(json.dumps({"path": "nb.ipynb", "kernel_id": "k", "message": "x" * (3 * 1024 ** 2)}).encode())
+    too_long = await turn(json.dumps({"path": "nb.ipynb", "kernel_id": "k", "message": "y" * 40_000}).encode())
+    assert (not_utf8.code, too_big.code, too_long.code) == (400, 413, 413)
+    assert "UTF-8" in as_json(not_utf8)["error"] and "MiB" in as_json(too_big)["error"]
+    assert "max_message_chars" in as_json(too_long)["error"]
+    assert notebook.read_bytes() == before and llm_server.requests == []

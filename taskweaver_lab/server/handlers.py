@@ -65,8 +65,13 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
         return manager
 
     def body(self) -> dict[str, Any]:
+        if len(self.request.body or b"") > MAX_BODY_BYTES:
+            raise TurnError(413, f"The request body is over {MAX_BODY_BYTES // 1024 ** 2} MiB: put large data in a file "
+                                 "in the notebook's folder and name it in the message.")
         try:
             data = json.loads(self.request.body or b"{}")
+        except UnicodeDecodeError:
+            raise TurnError(400, "The request body is not UTF-8 text.") from None
         except json.JSONDecodeError as exc:
             raise TurnError(400, f"The request body is not JSON: {exc}.") from None
         if not isinstance(data, dict):
@@ -79,6 +84,16 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
         message = getattr(exc, "log_message", None) or self._reason
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": message}))
+
+
+def message_field(data: dict[str, Any], config: TaskWeaverLab) -> str:
+    """The user's message, refused at the door when over the limit (it would be recorded and sent to the LLM)."""
+    message = text_field(data, "message")
+    if len(message) > config.max_message_chars:
+        raise TurnError(413, f"The message is {len(message):,} characters long; the limit is "
+                             f"{config.max_message_chars:,} (TaskWeaverLab.max_message_chars). Put large data in a "
+                             "file in the notebook's folder and name it in the message.")
+    return message
 
 
 def text_field(data: dict[str, Any], name: str, required: bool = True) -> str:
@@ -96,6 +111,7 @@ def approval_field(data: dict[str, Any], default: str) -> str:
 
 
 MAX_CHOICE_CHARS = 200
+MAX_BODY_BYTES = 2 * 1024 ** 2  # far above any message limit; refused before parsing
 
 
 def choices_field(data: dict[str, Any], config: TaskWeaverLab) -> UserChoices:
@@ -155,7 +171,7 @@ class TurnsHandler(BaseHandler):
         if record not in ("frontend", "server"):
             raise TurnError(400, "'record' must be 'frontend' or 'server'.")
         request = TurnRequest(path=text_field(data, "path"), kernel_id=text_field(data, "kernel_id"),
-                              message=text_field(data, "message"),
+                              message=message_field(data, config),
                               approval=approval_field(data, config.approval), record=record,
                               choices=choices_field(data, config))
         turn = await turns.start(request)
@@ -292,7 +308,8 @@ class KernelTurnsHandler(KernelHandler):
         turns = self.turns
         data = self.body()
         cell_id = data.get("cell_id")
-        request = TurnRequest(path=self.notebook_path, kernel_id=self.kernel_id, message=text_field(data, "message"),
+        request = TurnRequest(path=self.notebook_path, kernel_id=self.kernel_id,
+                              message=message_field(data, self.extensionapp.config_section),
                               approval=approval_field(data, self.extensionapp.config_section.approval),
                               origin="magic", after_cell_id=cell_id if isinstance(cell_id, str) and cell_id else None,
                               new=bool(data.get("new")), plugins_only=bool(data.get("plugins_only")),
