@@ -116,3 +116,9 @@ def enable(executor: Any, config: Any, kernel_argv: list[str]) -> AutoInstaller 
         return None
     return AutoInstaller(executor, kernel_python(kernel_argv), list(config.auto_install_packages),
                          list(config.auto_install_pip_args))
+
+
+def enable_on_own_kernel(executor: Any, config: Any) -> AutoInstaller | None:
+    """``enable`` on a kernel this process started (its manager knows the kernelspec)."""
+    spec = getattr(getattr(executor, "manager", None), "kernel_spec", None)
+    return enable(executor, config, list(getattr(spec, "argv", None) or ["python"]))

@@ -102,6 +102,9 @@ class TaskWeaverApp:
         if executor is None:
             executor = start_kernel(workspace, list(self.config.scrub_env), self.config.summary_chars, self._redact,
                                     sandbox=self.config.sandbox)
+            from .auto_install import enable_on_own_kernel  # opt-in auto_install (issue 15): CLI, API, in-process magic
+
+            enable_on_own_kernel(executor, self.config)
         session = Session(self, executor, recorder, workspace, record.session_id or uuid.uuid4().hex[:12], record.steps)
         if isinstance(recorder, FileRecorder) and own_record:
             recorder.notify = session._record_notice  # a write problem reaches the round's listeners

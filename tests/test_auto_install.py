@@ -15,11 +15,14 @@ from typing import Any, Iterator
 
 import pytest
 
+from conftest import agent_config
+from taskweaver_lab import TaskWeaverApp
 from server_support import kinds, post, read_until, script_one_step, server_config, turn_ended, watched_notebook
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 PROBE = f"twl_probe_{uuid.uuid4().hex[:8]}"     # a name no index has
 OUTSIDE = f"twl_outside_{uuid.uuid4().hex[:8]}"  # importable by the verifier, not in the install allowlist
+API_PROBE = f"twl_api_probe_{uuid.uuid4().hex[:8]}"  # the Python API's own kernel (the CLI's path)
 
 
 def build_wheel(folder: Path, name: str, version: str = "0.1") -> Path:
@@ -45,8 +48,9 @@ def wheels(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "wheels"
     folder.mkdir()
     build_wheel(folder, PROBE)
+    build_wheel(folder, API_PROBE)
     yield folder
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", PROBE], capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", PROBE, API_PROBE], capture_output=True, timeout=300)
 
 
 @pytest.fixture
@@ -83,3 +87,17 @@ async def test_an_allowlisted_missing_package_is_installed_and_the_step_runs_aga
     assert f"'{OUTSIDE}' is not installed and not in TaskWeaverLab.auto_install_packages" in execution["summary"]
     assert "execution" in kinds(envelopes)
     ws.close()
+
+
+def test_the_api_and_cli_own_kernel_installs_too(llm_server: Any, workspace: Path, wheels: Path) -> None:
+    script_one_step(llm_server, f"import {API_PROBE}\nprint({API_PROBE}.VALUE + 1)", "It is 43.")
+    app = TaskWeaverApp(config=agent_config(llm_server, auto_install=True, auto_install_packages=[API_PROBE],
+                                            auto_install_pip_args=["--no-index", "--find-links", str(wheels)],
+                                            allowed_modules=[API_PROBE], max_attempts=1))
+    seen: list[Any] = []
+    with app.create_session(notebook=workspace / "api.ipynb") as session:
+        answer = session.chat("use the probe", on_event=seen.append)
+    assert answer.text == "It is 43."
+    execution = next(s for s in seen if s.kind == "execution")
+    assert execution.ok and execution.outputs[-1]["text"] == "43\n"
+    assert f"installed {API_PROBE} with pip (auto_install)" in execution.summary
