@@ -353,9 +353,11 @@ TURN_ID = r"(?P<turn_id>[0-9a-f]{6,32})"
 
 def routes() -> list[tuple[str, type]]:
     """URL patterns relative to the server's base_url."""
+    from .connection import ConnectionHandler  # it builds on BaseHandler
     from .save_example import SaveExampleHandler  # it builds on BaseHandler
 
     return [
+        (f"{NAMESPACE}/connection", ConnectionHandler),
         (f"{NAMESPACE}/examples", SaveExampleHandler),
         (f"{NAMESPACE}/status", StatusHandler),
         (f"{NAMESPACE}/sessions", SessionsHandler),
