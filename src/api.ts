@@ -8,6 +8,7 @@ import { EventStream, IEventStream } from './events';
 import { API_NAMESPACE } from './tokens';
 import type {
   ApprovalAction,
+  IConnectionCheck,
   ISessionSnapshot,
   IStatus,
   ITurnAccepted,
@@ -49,6 +50,11 @@ export class TaskWeaverApi {
   /** Saves the round of `path` whose user message is `message` as TaskWeaver example YAMLs (next to the notebook). */
   saveExample(path: string, message: string): Promise<ISavedExample> {
     return this.request<ISavedExample>('examples', 'POST', { path, message });
+  }
+
+  /** "Test connection": the endpoint the user's turns would use, with these overrides (the admin's limits apply). */
+  testConnection(overrides: ITurnRequest['overrides'] = {}): Promise<IConnectionCheck> {
+    return this.request<IConnectionCheck>('connection', 'POST', { overrides });
   }
 
   /** The events of every turn on `path` (sidebar and magic), reconnecting until disposed. */

@@ -256,6 +256,12 @@ export class ChatModel implements ITaskWeaverChat {
   private _streamed = new Signal<this, ITurn>(this);
 }
 
+/** The last "Test connection" of the sidebar: idle (never run, or the settings changed since), testing, or its line. */
+export interface IConnectionState {
+  state: 'idle' | 'testing' | 'ok' | 'failed';
+  text: string;
+}
+
 /** What the sidebar shows: the active notebook's chat, the server status, the user's settings. */
 export class SidebarModel implements ITaskWeaverSidebar {
   constructor(
@@ -298,6 +304,9 @@ export class SidebarModel implements ITaskWeaverSidebar {
   get settings(): IUserSettings {
     return this._settings;
   }
+  get connection(): IConnectionState {
+    return this._connection;
+  }
   /** True when the panel should show how to configure an LLM endpoint instead of the chat box. */
   get needsConfiguration(): boolean {
     return this._status !== null && !this.endpointReady;
@@ -334,7 +343,31 @@ export class SidebarModel implements ITaskWeaverSidebar {
   }
 
   updateSettings(settings: Partial<IUserSettings>): void {
+    const before = this.overrides();
     this._settings = { ...this._settings, ...settings };
+    if (JSON.stringify(before) !== JSON.stringify(this.overrides())) {
+      this._connection = { state: 'idle', text: '' }; // it said what worked with the previous settings
+    }
+    this.emit();
+  }
+
+  /** "Test connection": asks the server to try the endpoint the user's turns would use, with their settings now. */
+  async testConnection(): Promise<void> {
+    if (this._connection.state === 'testing') {
+      return;
+    }
+    const sent = JSON.stringify(this.overrides());
+    this._connection = { state: 'testing', text: 'Testing the LLM endpoint…' };
+    this.emit();
+    let result: IConnectionState;
+    try {
+      const check = await this.api.testConnection(this.overrides().overrides ?? {});
+      result = { state: check.ok ? 'ok' : 'failed', text: check.summary };
+    } catch (error) {
+      result = { state: 'failed', text: messageOf(error) };
+    }
+    // settings changed while testing: the answer is about the old ones
+    this._connection = sent === JSON.stringify(this.overrides()) ? result : { state: 'idle', text: '' };
     this.emit();
   }
 
@@ -447,6 +480,7 @@ export class SidebarModel implements ITaskWeaverSidebar {
   private _statusError = '';
   private _binding: INotebookBinding | null = null;
   private _settings: IUserSettings = { ...DEFAULT_SETTINGS };
+  private _connection: IConnectionState = { state: 'idle', text: '' };
   private _chats = new Map<string, ChatModel>();
   private _changed = new Signal<this, void>(this);
 }

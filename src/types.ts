@@ -238,6 +238,19 @@ export interface ITurnRequest {
   overrides?: { planner_model?: string; code_generator_model?: string; base_url?: string };
 }
 
+/** `POST connection`: what works on the endpoint the user's turns would use ("Test connection"). */
+export interface IConnectionCheck {
+  ok: boolean;
+  endpoint: string;
+  models: string[];
+  models_error: string;
+  /** The response_format the endpoint takes: json_schema, json_object or text ("" when it did not answer). */
+  json_mode: string;
+  error: string;
+  /** One line for the sidebar: what works, or why it does not. */
+  summary: string;
+}
+
 export interface ITurnAccepted {
   turn_id: string;
   session_id: string;

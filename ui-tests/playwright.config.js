@@ -44,7 +44,7 @@ module.exports = {
     }
   },
   projects: [
-    { name: 'rtc', testMatch: /(turn|magic|sidebar|a11y|save-example)\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
+    { name: 'rtc', testMatch: /(turn|magic|sidebar|a11y|save-example|connection)\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
     { name: 'no-rtc', testMatch: /(turn|approval|magic|sidebar|save-example)\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
     { name: 'unconfigured', testMatch: /first-run\.spec\.ts/, use: { baseURL: 'http://localhost:8890' } }
   ],

@@ -32,6 +32,8 @@ export function ChatPanel(props: {
         models={model.models}
         approval={model.settings.approval}
         onApproval={policy => void model.setApproval(policy)}
+        connection={model.connection}
+        onTestConnection={() => void model.testConnection()}
       />
       {model.statusError && <div className="jp-TaskWeaver-error">{model.statusError}</div>}
       {model.serverWarnings.map(warning => (

@@ -1,4 +1,5 @@
 import * as React from 'react';
+import type { IConnectionState } from '../model';
 import type { INotebookBinding } from '../notebook';
 import type { ApprovalPolicy, IStatus } from '../types';
 
@@ -8,15 +9,17 @@ export interface IModelsShown {
   ownEndpoint: string;
 }
 
-/** Which notebook (and kernel) the chat is bound to, the models, and the approval switch. */
+/** Which notebook (and kernel) the chat is bound to, the models, the approval switch and "Test connection". */
 export function Header(props: {
   binding: INotebookBinding | null;
   status: IStatus | null;
   models: IModelsShown | null;
   approval: ApprovalPolicy;
   onApproval: (policy: ApprovalPolicy) => void;
+  connection: IConnectionState;
+  onTestConnection: () => void;
 }): JSX.Element {
-  const { binding, status, models } = props;
+  const { binding, status, models, connection } = props;
   return (
     <div className="jp-TaskWeaver-header">
       <div className="jp-TaskWeaver-binding" title={binding?.path ?? ''}>
@@ -53,7 +56,26 @@ export function Header(props: {
             <option value="approve">after approval</option>
           </select>
         </label>
+        <button
+          type="button"
+          className="jp-TaskWeaver-testConnection"
+          disabled={connection.state === 'testing'}
+          title="Try the LLM endpoint your turns would use, with your settings: models listed, JSON mode"
+          onClick={() => props.onTestConnection()}
+        >
+          Test connection
+        </button>
       </div>
+      {connection.state !== 'idle' && (
+        <div
+          className={`jp-TaskWeaver-connection jp-mod-${connection.state}`}
+          role="status"
+          data-state={connection.state}
+          title={connection.text}
+        >
+          {connection.text}
+        </div>
+      )}
     </div>
   );
 }
