@@ -56,26 +56,27 @@ export function Header(props: {
             <option value="approve">after approval</option>
           </select>
         </label>
+      </div>
+      <div className="jp-TaskWeaver-connectionRow">
         <button
           type="button"
-          className="jp-TaskWeaver-testConnection"
+          className="jp-mod-styled jp-TaskWeaver-testConnection"
           disabled={connection.state === 'testing'}
           title="Try the LLM endpoint your turns would use, with your settings: models listed, JSON mode"
           onClick={() => props.onTestConnection()}
         >
           Test connection
         </button>
+        {connection.state !== 'idle' && (
+          <span
+            className={`jp-TaskWeaver-connection jp-mod-${connection.state}`}
+            role="status"
+            data-state={connection.state}
+          >
+            {connection.text}
+          </span>
+        )}
       </div>
-      {connection.state !== 'idle' && (
-        <div
-          className={`jp-TaskWeaver-connection jp-mod-${connection.state}`}
-          role="status"
-          data-state={connection.state}
-          title={connection.text}
-        >
-          {connection.text}
-        </div>
-      )}
     </div>
   );
 }
