@@ -3,6 +3,8 @@
  *   8888 RTC on  + scripted LLM endpoint   (project "rtc")
  *   8889 RTC off + scripted LLM endpoint   (project "no-rtc")
  *   8890 no LLM endpoint configured        (project "unconfigured": first-run help)
+ *   8892 a bad TaskWeaverLab config value  (project "bad-config": the sidebar shows the config error)
+ *   8893 no taskweaver_lab server extension (project "no-server-extension": the sidebar explains the 404)
  * Tests start the scripted LLM server themselves (tests/helpers.ts) on LLM_PORT.
  */
 const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
@@ -46,12 +48,16 @@ module.exports = {
   projects: [
     { name: 'rtc', testMatch: /(turn|magic|sidebar|a11y|save-example|connection)\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
     { name: 'no-rtc', testMatch: /(turn|approval|magic|sidebar|save-example)\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
-    { name: 'unconfigured', testMatch: /first-run\.spec\.ts/, use: { baseURL: 'http://localhost:8890' } }
+    { name: 'unconfigured', testMatch: /first-run\.spec\.ts/, use: { baseURL: 'http://localhost:8890' } },
+    { name: 'bad-config', testMatch: /bad-config\.spec\.ts/, use: { baseURL: 'http://localhost:8892' } },
+    { name: 'no-server-extension', testMatch: /no-server-extension\.spec\.ts/, use: { baseURL: 'http://localhost:8893' } }
   ],
   webServer: [
     server(8888, { TW_UI_LLM_PORT: LLM_PORT, TW_UI_RTC: '1' }),
     server(8889, { TW_UI_LLM_PORT: LLM_PORT, TW_UI_RTC: '0' }),
-    server(8890, { TW_UI_LLM_PORT: '', TW_UI_RTC: '1' })
+    server(8890, { TW_UI_LLM_PORT: '', TW_UI_RTC: '1' }),
+    server(8892, { TW_UI_LLM_PORT: LLM_PORT, TW_UI_RTC: '1', TW_UI_BAD_CONFIG: '1' }),
+    server(8893, { TW_UI_LLM_PORT: LLM_PORT, TW_UI_RTC: '1', TW_UI_NO_SERVER_EXTENSION: '1' })
   ]
 };
 module.exports.LLM_PORT = LLM_PORT;
