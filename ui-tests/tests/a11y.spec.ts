@@ -30,7 +30,7 @@ async function sidebarViolations(page: IJupyterLabPageFixture): Promise<string[]
  */
 const TEXT = [
   '.jp-TaskWeaver-binding',
-  '.jp-TaskWeaver-plan[data-replan="true"] .jp-TaskWeaver-planTitle',
+  '.jp-TaskWeaver-plan .jp-TaskWeaver-planTitle',
   '.jp-TaskWeaver-models',
   '.jp-TaskWeaver-userMessage',
   '.jp-TaskWeaver-working > summary',
