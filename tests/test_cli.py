@@ -140,12 +140,15 @@ def test_list_setting_literal_and_a_bad_one(workspace: Path) -> None:
 
 
 def test_a_config_file_in_the_working_folder_loads_only_when_named_with_config(llm_server, workspace: Path) -> None:
-    """Generated code can write the working folder: a config file there is never loaded by itself."""
-    (workspace / "jupyter_taskweaver_config.py").write_text('c.TaskWeaverLab.max_message_chars = 5\n')
-    llm_server.add("planner", plan_reply("Hi.", send_to="User", stop="Completed"))
-    unnamed = run_cli(workspace, llm_server.base_url, "a.ipynb", "-m", "hello there")
-    assert unnamed.returncode == 0 and "is not loaded" in unnamed.stderr, unnamed.stderr
-    named = run_cli(workspace, llm_server.base_url, "b.ipynb", "-m", "hello there", "--config", "jupyter_taskweaver_config.py")
-    assert named.returncode != 0 and "max_message_chars" in named.stderr and "Traceback" not in named.stderr, named.stderr
+    """Generated code can write the working folder: a config file there is never loaded by itself. Each run stops
+    at its first bad setting (no kernel needed): which setting it names shows which file was read."""
+    (workspace / "jupyter_taskweaver_config.py").write_text("c.TaskWeaverLab.max_attempts = 0\n")
+    bad_flag = "--TaskWeaverLab.data_preview_files=-1"
+    unnamed = run_cli(workspace, llm_server.base_url, "a.ipynb", "-m", "hi", bad_flag)
+    assert "is not loaded" in unnamed.stderr and "data_preview_files" in unnamed.stderr, unnamed.stderr
+    assert "max_attempts" not in unnamed.stderr
+    named = run_cli(workspace, llm_server.base_url, "b.ipynb", "-m", "hi", "--config", "jupyter_taskweaver_config.py")
+    assert named.returncode != 0 and "max_attempts" in named.stderr and "Traceback" not in named.stderr, named.stderr
     missing = run_cli(workspace, llm_server.base_url, "c.ipynb", "-m", "hi", "--config", "nowhere.py")
     assert missing.returncode != 0 and "nowhere.py" in missing.stderr and "Traceback" not in missing.stderr
+    assert llm_server.requests == [] and not list(workspace.glob("*.ipynb"))
