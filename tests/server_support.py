@@ -113,6 +113,9 @@ async def kernel_eval(serverapp: Any, kernel_id: str, code: str) -> str:
     client.start_channels()
     out: list[dict[str, Any]] = []
     try:
+        # A kernel_info round trip first: a new client's IOPub socket may not be subscribed yet (ZMQ's slow
+        # joiner), and output sent before it is would be missed (seen under CI load: "Timeout waiting for output").
+        await client.wait_for_ready(timeout=60)
         reply = await client.execute_interactive(code, timeout=20, output_hook=lambda msg: out.append(msg))
     finally:
         client.stop_channels()

@@ -14,8 +14,8 @@ from taskweaver_lab.server.turns import TurnManager
 from taskweaver_lab.testing import code_reply, plan_reply
 
 from conftest import API_KEY
-from server_support import (NS, as_json, open_notebook_kernel, post, read_until, script_one_step, server_config,
-                            started, turn_ended, watched_notebook)
+from server_support import (NS, as_json, kernel_eval, open_notebook_kernel, post, read_until, script_one_step,
+                            server_config, started, turn_ended, watched_notebook)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -50,15 +50,7 @@ async def test_a_bad_config_value_is_what_the_sidebar_shows(jp_serverapp: Any, j
     assert sessions.code == 503 and as_json(sessions)["error"] == error
     # degraded, yet kernels still never inherit the server's secrets
     assert ext.config_error == error
-    client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
-    client.start_channels()
-    out: list[str] = []
-    try:
-        await client.execute_interactive("import os; print(os.environ.get('OPENAI_API_KEY'))", timeout=30,
-                                         output_hook=lambda m: out.append(m["content"].get("text", "")))
-    finally:
-        client.stop_channels()
-    assert "".join(out).strip() == "None"
+    assert (await kernel_eval(jp_serverapp, kernel_id, "import os; print(os.environ.get('OPENAI_API_KEY'))")).strip() == "None"
 
 
 # --- item 17: a turn posted right on "finished" ---------------------------------------------------------
