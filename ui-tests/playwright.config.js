@@ -47,7 +47,10 @@ module.exports = {
   },
   projects: [
     { name: 'rtc', testMatch: /(turn|magic|sidebar|a11y|save-example|connection)\.spec\.ts/, use: { baseURL: 'http://localhost:8888' } },
-    { name: 'no-rtc', testMatch: /(turn|approval|magic|sidebar|save-example)\.spec\.ts/, use: { baseURL: 'http://localhost:8889' } },
+    // RTC off changes how cells reach the notebook: the turn, approval, magic and figure-link tests run here too;
+    // the sidebar's own UI (keyboard, reload, notebook switching) and the server-side save are covered once, above.
+    { name: 'no-rtc', testMatch: /(turn|approval|magic|sidebar)\.spec\.ts/, grepInvert: /keyboard|after a reload|switching, creating/,
+      use: { baseURL: 'http://localhost:8889' } },
     { name: 'unconfigured', testMatch: /first-run\.spec\.ts/, use: { baseURL: 'http://localhost:8890' } },
     { name: 'bad-config', testMatch: /bad-config\.spec\.ts/, use: { baseURL: 'http://localhost:8892' } },
     { name: 'no-server-extension', testMatch: /no-server-extension\.spec\.ts/, use: { baseURL: 'http://localhost:8893' } }
