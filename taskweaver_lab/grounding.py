@@ -178,6 +178,7 @@ def fields_answer(history: Sequence[Step], round_number: int) -> str:
     small Planner only risks restating them wrongly (or planning more steps for finished work)."""
     wanted = requested_fields(history, round_number)
     printed = _printed_fields(history, round_number)
-    if not wanted or any(name not in printed or not printed[name].strip() for name in wanted):
+    # an empty field or the format's own placeholder ("@mean[value]" printed as is) is no result
+    if not wanted or any(printed.get(name, "").strip().lower() in ("", "value", "...") for name in wanted):
         return ""
     return "\n".join(f"@{name}[{printed[name].strip()}]" for name in wanted)

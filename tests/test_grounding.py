@@ -199,6 +199,8 @@ def test_printed_fields_end_the_round_only_when_every_requested_one_is_there() -
     history.append(_printed("@median[ 11 ]\n", step=2))
     assert grounding.fields_answer(history, 1) == "@mean[12.5]\n@median[11]"
     assert grounding.fields_answer([UserMessage("the mean please", 1), _printed("@mean[12.5]\n")], 1) == ""
+    placeholder = [UserMessage("Format: @mean[value]", 1), _printed("@mean[value]\n")]
+    assert grounding.fields_answer(placeholder, 1) == ""
 
 
 def test_a_requested_field_nobody_printed_is_never_invented() -> None:
