@@ -367,6 +367,10 @@ class KernelExecutor:
             elif kind == "clear_output":
                 outputs.clear()
 
+    def _lost_while_waiting(self) -> str:
+        """Why the reply will never come (the kernel is gone or restarting), checked while waiting; "" to wait on."""
+        return ""
+
     def _shell_reply(self, msg_id: str) -> dict[str, Any]:
         stopped = self._interrupted.is_set()
         deadline = time.monotonic() + (REPLY_WAIT_AFTER_STOP_S if stopped else REPLY_WAIT_S)
@@ -374,6 +378,9 @@ class KernelExecutor:
             try:
                 msg = self.client.get_shell_msg(timeout=0.5)
             except queue.Empty:
+                lost = self._lost_while_waiting()
+                if lost:
+                    raise KernelLost(lost)
                 continue
             if msg["parent_header"].get("msg_id") == msg_id:
                 return msg["content"]

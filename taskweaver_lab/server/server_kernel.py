@@ -16,7 +16,7 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_core.utils import ensure_async
 
-from ..kernel import KERNEL_RESTARTED, REPLY_WAIT_AFTER_STOP_S, REPLY_WAIT_S, KernelExecutor, KernelLost
+from ..kernel import KERNEL_RESTARTED, KernelExecutor
 from ..kernel_side import kernel_helper
 from ..steps import Execution, TaskWeaverLabError
 from .gateway_kernel import GatewayBlockingClient, is_gateway
@@ -170,23 +170,10 @@ class ServerKernelExecutor(KernelExecutor):
     def lost_message(self) -> str:
         return KERNEL_RESTARTED if self._restarting() else self.died_message
 
-    def _shell_reply(self, msg_id: str) -> dict[str, Any]:
-        """As the base, but a restart under our cell is noticed at once: the server interrupts the kernel first, so
-        the cell ends (error, idle), then the old process exits before its execute_reply is sent."""
-        stopped = self._interrupted.is_set()
-        deadline = time.monotonic() + (REPLY_WAIT_AFTER_STOP_S if stopped else REPLY_WAIT_S)
-        while time.monotonic() < deadline:
-            try:
-                msg = self.client.get_shell_msg(timeout=0.5)
-            except queue.Empty:
-                if self._restarting() or not self._is_alive():
-                    raise KernelLost(self.lost_message())
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return msg["content"]
-        if stopped:  # the cell ended (idle) but the interrupt cost its reply: report it as stopped
-            return {"status": "error", "ename": "KeyboardInterrupt", "evalue": "stopped"}
-        raise TaskWeaverLabError("The kernel did not answer the execute request. Is it still running?")
+    def _lost_while_waiting(self) -> str:
+        """A restart under our cell is noticed at once: the server interrupts the kernel first, so the cell ends
+        (error, idle), then the old process exits before its execute_reply is sent."""
+        return self.lost_message() if self._restarting() or not self._is_alive() else ""
 
     def kernel_was_set_up(self) -> bool:
         """(worker thread, before setup) Whether this kernel process already has our helper: False for a kernel
