@@ -14,10 +14,9 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..config import NO_ENDPOINT_HELP, SETTINGS_HINT
 from ..llm import test_connection
 from .handlers import BaseHandler, choices_field, refusals
-from .turns import TurnError
+from .turns import require_endpoint
 
 JSON_MODES = {"json_schema": "JSON mode works (json_schema)", "json_object": "JSON mode works (json_object)",
               "text": "no JSON mode (plain text replies are parsed)"}
@@ -42,7 +41,6 @@ class ConnectionHandler(BaseHandler):
         _ = self.turns  # degraded (a bad config) or still starting: refused here, before the config is read
         data, config = self.body(), self.extensionapp.config_section
         choices = choices_field(data, config)
-        if not (config.endpoint_configured or choices.base_url):
-            raise TurnError(412, NO_ENDPOINT_HELP + (SETTINGS_HINT if config.allow_user_base_url else ""))
+        require_endpoint(config, choices)
         result = await asyncio.get_running_loop().run_in_executor(None, test_connection, config, choices)
         self.finish({**result, "summary": summary(result)})

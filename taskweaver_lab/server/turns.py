@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..agent import Decision
-from ..config import NO_ENDPOINT_HELP, SETTINGS_HINT
+from ..config import NO_ENDPOINT_HELP, SETTINGS_HINT, TaskWeaverLab
 from ..llm import UserChoices
 from ..notebook import Cell, Recorder, read_notebook, steps_from_notebook
 from ..plugins import PluginSet, load_plugins, note_kernel_setup, set_up_kernel
@@ -128,6 +128,12 @@ class NotebookSession:
     notices: list[str] = field(default_factory=list)      # said at the start of its next turn (plugin problems)
 
 
+def require_endpoint(config: TaskWeaverLab, choices: UserChoices) -> None:
+    """412 with the first-run help when neither the server nor the user's own settings name an LLM endpoint."""
+    if not (config.endpoint_configured or choices.base_url):
+        raise TurnError(412, NO_ENDPOINT_HELP + (SETTINGS_HINT if config.allow_user_base_url else ""))
+
+
 class TurnManager:
     """The registry of per-notebook sessions and running turns (lives on the server loop)."""
 
@@ -173,8 +179,7 @@ class TurnManager:
     def _check_request(self, request: TurnRequest) -> None:
         if not request.message.strip():
             raise TurnError(400, "The message is empty.")
-        if not (self.app.config.endpoint_configured or request.choices.base_url):
-            raise TurnError(412, NO_ENDPOINT_HELP + (SETTINGS_HINT if self.app.config.allow_user_base_url else ""))
+        require_endpoint(self.app.config, request.choices)
         running = self.active.get(request.path)
         if running is not None:
             raise TurnError(409, f"A turn is already running on {request.path} (turn {running}): wait for it or stop it.")
